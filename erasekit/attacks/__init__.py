@@ -1,0 +1,229 @@
+"""Attacks that try to bring an erased concept back, and the classifier check of whether they did.
+
+Entry points (for the CLI and the evaluation code):
+
+    run_attack(pipe, original, prompts, seeds, kind, config, concept) -> list[AttackOutcome]
+        pipe      the changed pipeline (erased text encoder / UNet / ItD patch attached), used to generate
+        original  the original component(s): {"text_encoder": module} and/or {"unet": module} (frozen copies,
+                  e.g. from erasekit.artifact.load_original_component), or a whole original pipeline; what is
+                  not given is taken from `pipe`
+        kind      "soft" (k continuous embeddings, eq. 4) or "token" (k real tokens, UnlearnDiffAtk style)
+        Each prompt i is attacked on its own, on the original model's DDIM trajectory for (prompts[i], seeds[i])
+        (the same noise its image is generated from, as UnlearnDiffAtk does); the outcome holds the images of
+        that seed before and after the attack.
+
+    success_check(outcomes, concept, model="shapes") -> dict
+        Judges every before/after image with erasekit.eval.classifiers.make_detector and returns the ASR as
+        UnlearnDiffAtk defines it (erasekit.eval.metrics.asr) with the pre-attack rate and the detector's card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from diffusers import StableDiffusionPipeline
+from pydantic import BaseModel, Field
+from rich.progress import Progress
+
+from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
+from erasekit.attacks.token import TokenAttackConfig, optimize_tokens, search_space
+from erasekit.diffusion import ModelPair, TrajectoryBank
+from erasekit.errors import ErasekitError
+from erasekit.generation import generate
+from erasekit.text import (
+    build_slots,
+    check_prompts,
+    encode,
+    encode_injected,
+    random_token_embeddings,
+    slot_prompt,
+    token_ids,
+)
+
+__all__ = [
+    "AttackConfig",
+    "AttackOutcome",
+    "SoftAttackConfig",
+    "TokenAttackConfig",
+    "run_attack",
+    "success_check",
+]
+
+
+class AttackConfig(BaseModel):
+    """Options of one attack run: the kind's own options plus sampling (the evaluation's steps and guidance)."""
+
+    soft: SoftAttackConfig = SoftAttackConfig()
+    token: TokenAttackConfig = TokenAttackConfig()
+    sample_steps: int = Field(25, ge=2)
+    guidance: float = 5.0
+    batch_size: int = Field(32, ge=1)  # prompts attacked together (each with its own embeddings)
+    seed: int = 0
+
+
+@dataclass
+class AttackOutcome:
+    """One attacked prompt.
+
+    adversarial_prompt: the readable prompt (token attack) or the prompt with `<adv>` marking the k soft slots.
+    tokens: the chosen tokens as text pieces (token attack), else None.
+    embeddings: (k, D) the soft embeddings (soft attack), else None.
+    image_before / image_after: (3, H, W) in [0, 1], same seed.
+    """
+
+    prompt: str
+    seed: int
+    kind: str
+    adversarial_prompt: str
+    loss: float
+    image_before: torch.Tensor
+    image_after: torch.Tensor
+    tokens: list[str] | None = None
+    embeddings: torch.Tensor | None = field(default=None, repr=False)
+
+
+def model_pair(pipe: StableDiffusionPipeline, original: StableDiffusionPipeline | dict | None) -> ModelPair:
+    """theta = pipe's components; theta_o = the given originals, falling back to pipe's own."""
+    if isinstance(original, StableDiffusionPipeline):
+        original = {"text_encoder": original.text_encoder, "unet": original.unet}
+    original = original or {}
+    unknown = set(original) - {"text_encoder", "unet"}
+    if unknown:
+        raise ErasekitError(f"original components must be text_encoder and/or unet, not {sorted(unknown)}")
+    return ModelPair(
+        pipe.unet, pipe.text_encoder, original.get("unet", pipe.unet), original.get("text_encoder", pipe.text_encoder)
+    )
+
+
+def _bank(pair: ModelPair, pipe, ids: torch.Tensor, seeds: list[int], config: AttackConfig) -> TrajectoryBank:
+    """The original model's sampling trajectory for each (prompt, seed): the noise `generate` starts from."""
+    shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    noise = torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
+    with torch.no_grad():
+        ctx = encode(pair.text_encoder_o, ids)
+        null = encode(pair.text_encoder_o, token_ids(pipe.tokenizer, [""]))
+    return TrajectoryBank(
+        pair, pipe.scheduler, ctx, null, noise, torch.arange(len(seeds)), config.sample_steps, config.guidance
+    )
+
+
+def _provider(bank: TrajectoryBank):
+    """Each call: one random trajectory point per prompt, with the original's conditional eps as the target."""
+    rows = torch.arange(len(bank.latents))
+
+    def draw(g: torch.Generator):
+        step = torch.randint(bank.steps, (len(rows),), generator=g)
+        return bank.latents[rows, step], bank.taus[step], bank.eps_cond[rows, step]
+
+    return draw
+
+
+@torch.no_grad()
+def _generate_from_context(pipe, ctx: torch.Tensor, seeds: list[int], config: AttackConfig) -> torch.Tensor:
+    gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
+    out = pipe(
+        prompt_embeds=ctx, num_inference_steps=config.sample_steps, guidance_scale=config.guidance,
+        generator=gens, output_type="pt",
+    )  # fmt: skip
+    return out.images.float().cpu()
+
+
+def _pieces(tokenizer, ids: torch.Tensor) -> list[str]:
+    return [w.removesuffix("</w>") for w in tokenizer.convert_ids_to_tokens(ids.tolist())]
+
+
+def _soft_text(prompt: str, mode: str, k: int, concept: str | None) -> str:
+    """The prompt with `<adv>` marking where the soft embeddings went."""
+    if mode == "prefix_k":
+        return "<adv>" * k + " " + prompt
+    if mode == "replace_k":
+        return prompt.replace(concept or "", "<adv>" * k, 1)
+    return prompt.replace(concept or "", f"{concept}<+adv>", 1)
+
+
+def _attack_chunk(
+    pipe: StableDiffusionPipeline,
+    pair: ModelPair,
+    prompts: list[str],
+    seeds: list[int],
+    kind: str,
+    config: AttackConfig,
+    concept: str | None,
+    g: torch.Generator,
+) -> list[AttackOutcome]:
+    opts = config.soft if kind == "soft" else config.token
+    slots = build_slots(pipe.tokenizer, prompts, opts.mode, opts.k, concept)
+    provider = _provider(_bank(pair, pipe, token_ids(pipe.tokenizer, prompts), seeds, config))
+    before = generate(pipe, prompts, seeds, steps=config.sample_steps, guidance=config.guidance)
+    if kind == "soft":
+        if opts.mode == "add":
+            init = torch.zeros(len(prompts), slots.k, pipe.text_encoder.config.hidden_size, device=pipe.device)
+        else:
+            init = random_token_embeddings(pipe.text_encoder, (len(prompts), slots.k), g)
+        emb, loss = optimize_embeddings(pair, slots, init, provider, opts, g)
+        with torch.no_grad():
+            after = _generate_from_context(pipe, encode_injected(pipe.text_encoder, slots, emb), seeds, config)
+        texts = [_soft_text(p, opts.mode, slots.k, concept) for p in prompts]
+        return [
+            AttackOutcome(p, s, kind, txt, loss[i].item(), before[i], after[i], embeddings=emb[i])
+            for i, (p, s, txt) in enumerate(zip(prompts, seeds, texts, strict=True))
+        ]
+    allowed = search_space(pipe.tokenizer, opts.vocab, [concept] if concept else [])
+    chosen, loss = optimize_tokens(pair, slots, allowed, provider, opts, g)
+    texts = [
+        slot_prompt(pipe.tokenizer, p, c.tolist(), opts.mode, concept) for p, c in zip(prompts, chosen, strict=True)
+    ]
+    after = generate(pipe, texts, seeds, steps=config.sample_steps, guidance=config.guidance)
+    return [
+        AttackOutcome(p, s, kind, txt, loss[i].item(), before[i], after[i], tokens=_pieces(pipe.tokenizer, chosen[i]))
+        for i, (p, s, txt) in enumerate(zip(prompts, seeds, texts, strict=True))
+    ]
+
+
+def run_attack(
+    pipe: StableDiffusionPipeline,
+    original: StableDiffusionPipeline | dict | None,
+    prompts: list[str],
+    seeds: list[int],
+    kind: Literal["soft", "token"],
+    config: AttackConfig | None = None,
+    concept: str | None = None,
+    progress: bool = False,
+) -> list[AttackOutcome]:
+    """Attack each prompt (see the module docstring); `concept` is needed for replace_k / add and the token ban."""
+    config = config or AttackConfig()
+    if kind not in ("soft", "token"):
+        raise ErasekitError(f"unknown attack '{kind}': use soft or token")
+    opts = config.soft if kind == "soft" else config.token
+    check_prompts(pipe.tokenizer, prompts, reserve=opts.k if opts.mode != "add" else 0)
+    if len(seeds) != len(prompts):
+        raise ErasekitError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
+    pair = model_pair(pipe, original)
+    g = torch.Generator().manual_seed(config.seed)
+    out: list[AttackOutcome] = []
+    with Progress(disable=not progress, transient=True) as bar:
+        task = bar.add_task(f"{kind} attack", total=len(prompts))
+        for i in range(0, len(prompts), config.batch_size):
+            part = slice(i, i + config.batch_size)
+            out += _attack_chunk(pipe, pair, prompts[part], seeds[part], kind, config, concept, g)
+            bar.update(task, advance=len(prompts[part]))
+    return out
+
+
+def success_check(outcomes: list[AttackOutcome], concept: str, model: str = "shapes") -> dict:
+    """ASR (UnlearnDiffAtk) of the outcomes, the pre-/post-attack rates, per-prompt pre/post and the detector's card."""
+    from erasekit.eval.classifiers import make_detector
+    from erasekit.eval.metrics import asr
+
+    if not outcomes:
+        raise ErasekitError("no attack outcomes to check: attack at least one prompt")
+    detector = make_detector(concept, preset=None, model=model)
+    pre = detector(torch.stack([o.image_before for o in outcomes]))
+    post = detector(torch.stack([o.image_after for o in outcomes]))
+    result = asr(pre.tolist(), post.tolist())
+    result["post_attack_rate"] = post.float().mean().item()
+    result["pre"], result["post"] = pre.tolist(), post.tolist()
+    result["detector"] = detector.card()
+    return result

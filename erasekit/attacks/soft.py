@@ -1,0 +1,69 @@
+"""Soft prompt attack (continuous, white-box): k adversarial embeddings that make the changed model's noise
+prediction match the original model's on the concept prompt (eq. 4 of the method notes):
+
+    minimize_delta  || eps_theta(x_t | c + delta) - eps_o(x_t | c) ||^2                 (eq. 4)
+
+Optimisers: "adam" (PGD-style: Adam on the embeddings), "sign" (FGSM, eq. 7: delta <- delta - alpha sign(grad),
+`steps` = 1 is the single step of eq. 7), "signed_adam" (Adam fed the gradient's sign, the AdvUnlearn code's
+`fast_at`). Prompts are attacked in a batch, each with its own embeddings (B, k, D) and its own loss term.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+
+from erasekit.diffusion import ModelPair
+from erasekit.text import Slots, encode_injected
+
+# (generator) -> (x_t (B, C, h, w), t (B,), target eps_o(x_t|c) (B, C, h, w)), one row per attacked prompt
+XtProvider = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+
+
+class SoftAttackConfig(BaseModel):
+    """Soft prompt attack options (defaults: a 3-token prefix, 100 Adam steps)."""
+
+    mode: Literal["prefix_k", "replace_k", "add"] = "prefix_k"
+    k: int = Field(3, ge=1)
+    steps: int = Field(100, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    optimizer: Literal["adam", "sign", "signed_adam"] = "adam"
+
+
+def attack_loss(
+    pair: ModelPair, slots: Slots, emb: torch.Tensor, x: torch.Tensor, t: torch.Tensor, target: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 4 per prompt: (B,). Summing it keeps each prompt's gradient its own."""
+    ctx = encode_injected(pair.text_encoder, slots, emb)
+    return ((pair.eps(x, t, ctx) - target) ** 2).flatten(1).mean(1)  # eq. 4
+
+
+def optimize_embeddings(
+    pair: ModelPair,
+    slots: Slots,
+    init: torch.Tensor,
+    provider: XtProvider,
+    config: SoftAttackConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(embeddings (B, k, D) or (k, D) like `init`, per-prompt loss of the last step (B,)).
+
+    Gradients go to the embeddings only (torch.autograd.grad), so a model being trained keeps its .grad intact.
+    """
+    emb = init.detach().clone().requires_grad_(True)
+    adam = torch.optim.Adam([emb], lr=config.lr) if config.optimizer != "sign" else None
+    loss = torch.zeros(len(slots.ids))
+    for _ in range(config.steps):
+        x, t, target = provider(generator)
+        loss = attack_loss(pair, slots, emb, x, t, target)
+        (grad,) = torch.autograd.grad(loss.sum(), emb)
+        if adam is None:
+            with torch.no_grad():
+                emb -= config.lr * grad.sign()  # eq. 7
+        else:
+            emb.grad = grad.sign() if config.optimizer == "signed_adam" else grad
+            adam.step()
+    return emb.detach(), loss.detach()

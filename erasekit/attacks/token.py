@@ -1,0 +1,82 @@
+"""Token attack in the style of UnlearnDiffAtk: k real vocabulary tokens found by optimising a relaxed one-hot
+distribution over an allowed vocabulary and projecting it to tokens (argmax).
+
+Each step the forward pass uses the projected tokens (straight-through: the one-hot of the argmax carries the
+gradient of the softmax), so the loss that is minimised (eq. 4) is the loss of real tokens, and the result is a
+readable prompt that works in any ordinary pipeline.
+
+Search space: `english` = the world tokenizer's `english_words()` (ordinary words that never occur in world
+prompts) kept where they are one token in this tokenizer; `all` = the whole vocabulary minus special tokens and
+the concept's tokens, restricted to whole alphabetic words (so the prompt reads as words).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, Field
+from transformers import CLIPTokenizer
+
+from erasekit.attacks.soft import XtProvider, attack_loss
+from erasekit.diffusion import ModelPair
+from erasekit.errors import ErasekitError
+from erasekit.text import Slots, token_embedding
+
+
+class TokenAttackConfig(BaseModel):
+    """Token attack options (defaults: a 3-token prefix of English words, 100 Adam steps on the logits)."""
+
+    mode: Literal["prefix_k", "replace_k"] = "prefix_k"
+    k: int = Field(3, ge=1)
+    steps: int = Field(100, ge=1)
+    lr: float = Field(0.1, gt=0)
+    temperature: float = Field(1.0, gt=0)
+    vocab: Literal["english", "all"] = "english"
+
+
+def search_space(tokenizer: CLIPTokenizer, vocab: str, exclude: list[str]) -> list[int]:
+    """Allowed token ids (sorted): see the module docstring; `exclude` = words whose tokens are never allowed."""
+    banned = set(tokenizer.all_special_ids)
+    for text in exclude:
+        banned |= set(tokenizer(text, add_special_tokens=False).input_ids)
+    if vocab == "english":
+        from erasekit.world.tokenizer import english_words
+
+        ids = set()
+        for w in english_words():
+            t = tokenizer(w, add_special_tokens=False).input_ids
+            if len(t) == 1:
+                ids.add(t[0])
+    else:  # whole-word tokens only, so the prompt reads (and re-tokenizes) as words
+        ids = {i for t, i in tokenizer.get_vocab().items() if t.endswith("</w>") and t[:-4].isalpha()}
+    allowed = sorted(ids - banned)
+    if not allowed:
+        raise ErasekitError(f"the '{vocab}' search space is empty for this tokenizer: use --set token.vocab=all")
+    return allowed
+
+
+def optimize_tokens(
+    pair: ModelPair,
+    slots: Slots,
+    allowed: list[int],
+    provider: XtProvider,
+    config: TokenAttackConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(token ids (B, k) from `allowed`, per-prompt loss of the last step (B,))."""
+    table = token_embedding(pair.text_encoder).weight.detach()[torch.tensor(allowed)]  # (V_a, D)
+    b, k = slots.positions.shape
+    logits = (0.01 * torch.randn(b, k, len(allowed), generator=generator)).to(table.device).requires_grad_(True)
+    adam = torch.optim.Adam([logits], lr=config.lr)
+    loss = torch.zeros(b)
+    for _ in range(config.steps):
+        soft = torch.softmax(logits / config.temperature, -1)  # (B, k, V_a) relaxed one-hot
+        hard = torch.nn.functional.one_hot(soft.argmax(-1), len(allowed)).to(soft.dtype)
+        onehot = hard + soft - soft.detach()  # forward: real tokens; backward: the relaxation's gradient
+        x, t, target = provider(generator)
+        loss = attack_loss(pair, slots, onehot @ table, x, t, target)
+        (logits.grad,) = torch.autograd.grad(loss.sum(), logits)
+        adam.step()
+    chosen = torch.tensor(allowed)[logits.detach().argmax(-1).cpu()]
+    return chosen, loss.detach()

@@ -1,0 +1,63 @@
+"""The `erasekit` command: a typer app whose commands live one group per module in this package.
+
+Every module here registers its commands on `app` when imported; `main` imports them all (sorted by name)
+and turns an ErasekitError into one red line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pkgutil
+import sys
+
+import typer
+from rich.console import Console
+
+from erasekit.errors import ErasekitError
+
+app = typer.Typer(help="Robust concept erasure for text-to-image diffusion models.", no_args_is_help=True)
+err_console = Console(stderr=True)
+
+
+@app.callback()
+def _root() -> None:
+    """Robust concept erasure for text-to-image diffusion models."""
+
+
+def _register_commands() -> None:
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        importlib.import_module(f"{__name__}.{info.name}")
+
+
+def quiet_libraries() -> None:
+    """Library chatter (loading bars, optional-backend notices) is not the command's output."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+
+def main() -> None:
+    quiet_libraries()
+    _register_commands()
+    try:
+        app(standalone_mode=False)
+    except ErasekitError as e:
+        err_console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as e:  # click usage errors come through here with standalone_mode=False
+        from click.exceptions import ClickException, Exit
+
+        if isinstance(e, Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise

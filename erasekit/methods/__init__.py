@@ -1,0 +1,64 @@
+"""Erasure methods. Each module exposes a pydantic `<Name>Config` (with `concepts`) and
+`erase(pipe, config, output) -> dict`, which trains, writes the artifact and checkpoints into `output`, and
+resumes from a checkpoint found there.
+
+    esd         ESD (UNet or text encoder), eq. 2-3
+    advunlearn  AdvUnlearn: inner soft-prompt attack + ESD + retain term, eq. 5-7
+    itd         ItD (another module)
+"""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+
+from pydantic import BaseModel
+
+
+def shapes_retain_prompts(concepts: list[str], n: int = 120) -> list[str]:
+    """Retain prompts of the shapes world: other values of each concept's attribute, plus other attributes."""
+    from erasekit.world.prompt_sets import retain_set, world_set
+
+    out = [p for c in concepts for p in retain_set(c, n // 2, split="train", seed=11).prompts]
+    words = set(concepts)
+    out += [p for p in world_set(n, split="train", seed=12).prompts if not words & set(re.findall(r"[a-z]+", p))]
+    return out
+
+
+def sd_retain_prompts() -> list[str]:
+    """The shipped retain set for Stable Diffusion: everyday objects, no body or clothing words."""
+    text = resources.files("erasekit.data").joinpath("sd_retain.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+SHAPES_CONCEPT_TEMPLATES = ("{}", "a {}", "a picture of a {}", "an image of a {}", "a simple drawing of a {}")
+
+
+def shapes_concept_prompts(concepts: list[str]) -> list[str]:
+    """Concept-only training prompts for the shapes world (the word in short templates, no other attribute).
+
+    Prompts that also name a colour or background make ESD erase those words too (measured: colour accuracy
+    0.94 -> 0.46 with full world prompts, 0.76 with these).
+    """
+    return [t.format(c) for c in concepts for t in SHAPES_CONCEPT_TEMPLATES]
+
+
+def default_prompts(config: BaseModel, model: str) -> BaseModel:
+    """Fill a method config's empty prompt lists for `model`; shapes-world concepts are checked here too.
+
+    `prompts`: for the shapes world, `shapes_concept_prompts` (elsewhere: the concept words themselves).
+    `retain_prompts` (AdvUnlearn): the shapes world's retain prompts, or the shipped SD retain set.
+    """
+    from erasekit.pipeline import SHAPES
+
+    update: dict = {}
+    if model == SHAPES:
+        from erasekit.world.prompt_sets import concept_attribute
+
+        for c in config.concepts:
+            concept_attribute(c)
+        if "prompts" in type(config).model_fields and not config.prompts:
+            update["prompts"] = shapes_concept_prompts(config.concepts)
+    if "retain_prompts" in type(config).model_fields and not config.retain_prompts:
+        update["retain_prompts"] = shapes_retain_prompts(config.concepts) if model == SHAPES else sd_retain_prompts()
+    return config.model_copy(update=update) if update else config

@@ -1,0 +1,182 @@
+"""Prompt tokenization and encoding, the checks that turn bad prompts into one-line errors, and token-embedding
+injection (the attacks' way into the text encoder).
+
+    token_ids(tokenizer, prompts)          -> (B, L) long, padded to the tokenizer's model_max_length L
+    encode(text_encoder, ids)              -> (B, L, D) last hidden state, the UNet's cross-attention context
+    build_slots(tokenizer, prompts, ...)   -> Slots: ids (B, L) with k placeholder tokens, positions (B, k)
+    encode_injected(text_encoder, slots, emb (k, D) | (B, k, D)) -> (B, L, D)
+
+Injection modes: `prefix_k` (k new tokens right after BOS), `replace_k` (k new tokens in place of the concept's
+tokens), `add` (emb is added to the concept tokens' own embeddings; k = number of concept tokens). transformers 5's
+CLIPTextModel.forward takes no `inputs_embeds`, so the embeddings go in through a forward hook on the
+token-embedding module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from transformers import CLIPTextModel, CLIPTokenizer
+
+from erasekit.errors import ErasekitError
+
+MODES = ("prefix_k", "replace_k", "add")
+
+
+def check_prompts(tokenizer: CLIPTokenizer, prompts: list[str], reserve: int = 0) -> None:
+    """Raise when a prompt list is empty or a prompt (+ `reserve` extra tokens, e.g. an attack prefix) is too long."""
+    if not prompts:
+        raise ErasekitError("the prompt list is empty: give at least one prompt")
+    limit = tokenizer.model_max_length
+    for p in prompts:
+        n = len(tokenizer(p, add_special_tokens=True).input_ids) + reserve
+        if n > limit:
+            raise ErasekitError(
+                f"prompt '{p[:60]}' needs {n} tokens but the tokenizer allows {limit}: shorten it"
+                + (f" (or use fewer than {reserve} attack tokens)" if reserve else "")
+            )
+
+
+def token_ids(tokenizer: CLIPTokenizer, prompts: list[str]) -> torch.Tensor:
+    """(B, L) token ids, padded to model_max_length; checks lengths first."""
+    check_prompts(tokenizer, prompts)
+    return tokenizer(
+        prompts, padding="max_length", max_length=tokenizer.model_max_length, return_tensors="pt"
+    ).input_ids
+
+
+def encode(text_encoder: CLIPTextModel, ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) ids -> (B, L, D) hidden states, as the Stable Diffusion pipelines use them."""
+    return text_encoder(ids.to(text_encoder.device))[0]
+
+
+def token_embedding(text_encoder: CLIPTextModel) -> torch.nn.Embedding:
+    """The token-embedding table (V, D) of a CLIPTextModel (transformers 4 nests it under `text_model`)."""
+    model = getattr(text_encoder, "text_model", text_encoder)
+    return model.embeddings.token_embedding
+
+
+def concept_tokens(tokenizer: CLIPTokenizer, concept: str) -> list[int]:
+    """Token ids of `concept` without BOS/EOS; one-line error for an empty or unknown word.
+
+    A word counts as unknown when it splits into several pieces and one of them is a bare character: the
+    tokenizer has no merge covering it (a misspelling, or a word the vocabulary never saw).
+    """
+    ids = tokenizer(concept, add_special_tokens=False).input_ids
+    if not ids:
+        raise ErasekitError("the concept is empty: pass a word such as --concept circle")
+    for word in concept.split():
+        pieces = tokenizer.convert_ids_to_tokens(tokenizer(word, add_special_tokens=False).input_ids)
+        if len(pieces) > 1 and any(len(p.removesuffix("</w>")) <= 1 for p in pieces):
+            raise ErasekitError(
+                f"'{word}' is not a word this tokenizer knows (it splits into {pieces}): check the spelling"
+            )
+    return ids
+
+
+@dataclass
+class Slots:
+    """Placeholder positions for injected embeddings: ids (B, L) long, positions (B, k) long."""
+
+    ids: torch.Tensor
+    positions: torch.Tensor
+    mode: str
+
+    @property
+    def k(self) -> int:
+        return self.positions.shape[1]
+
+
+def _find(seq: list[int], sub: list[int]) -> int:
+    for i in range(len(seq) - len(sub) + 1):
+        if seq[i : i + len(sub)] == sub:
+            return i
+    return -1
+
+
+def build_slots(
+    tokenizer: CLIPTokenizer, prompts: list[str], mode: str = "prefix_k", k: int = 1, concept: str | None = None
+) -> Slots:
+    """Token ids with k placeholder slots per prompt, for `encode_injected` (see the module docstring for modes)."""
+    if mode not in MODES:
+        raise ErasekitError(f"unknown injection mode '{mode}': use one of {', '.join(MODES)}")
+    if k < 1:
+        raise ErasekitError("the number of attack tokens k must be at least 1")
+    if not prompts:
+        raise ErasekitError("the prompt list is empty: give at least one prompt")
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    placeholder = bos  # never pooled: pooling picks EOS (by id or by argmax, and BOS < EOS)
+    limit = tokenizer.model_max_length
+    target = concept_tokens(tokenizer, concept) if mode != "prefix_k" else []
+    rows, positions = [], []
+    for p in prompts:
+        body = tokenizer(p, add_special_tokens=False).input_ids
+        if mode == "prefix_k":
+            seq, pos = [placeholder] * k + body, list(range(1, k + 1))
+        else:
+            at = _find(body, target)
+            if at < 0:
+                raise ErasekitError(f"prompt '{p[:60]}' does not contain the concept '{concept}': mode {mode} needs it")
+            if mode == "replace_k":
+                seq = body[:at] + [placeholder] * k + body[at + len(target) :]
+                pos = list(range(at + 1, at + 1 + k))
+            else:
+                seq, pos = body, list(range(at + 1, at + 1 + len(target)))
+        seq = [bos] + seq + [eos]
+        if len(seq) > limit:
+            raise ErasekitError(
+                f"prompt '{p[:60]}' with {k} attack tokens needs {len(seq)} tokens (limit {limit}): shorten it"
+            )
+        rows.append(seq + [tokenizer.pad_token_id] * (limit - len(seq)))
+        positions.append(pos)
+    return Slots(torch.tensor(rows), torch.tensor(positions), mode)
+
+
+@contextmanager
+def injected(text_encoder: CLIPTextModel, slots: Slots, emb: torch.Tensor) -> Iterator[None]:
+    """Within the block, the token-embedding output (B, L, D) takes `emb` (k, D) or (B, k, D) at slots.positions."""
+    pos = slots.positions.to(emb.device)
+    rows = torch.arange(len(pos), device=emb.device)[:, None].expand_as(pos)
+
+    def hook(module: torch.nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        if out.shape[0] != len(pos):
+            raise ValueError(f"injection for {len(pos)} prompts applied to a batch of {out.shape[0]}")
+        e = emb.to(out.dtype).expand(len(pos), *emb.shape[-2:])
+        new = out.clone()
+        new[rows, pos] = out[rows, pos] + e if slots.mode == "add" else e
+        return new
+
+    handle = token_embedding(text_encoder).register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def encode_injected(text_encoder: CLIPTextModel, slots: Slots, emb: torch.Tensor) -> torch.Tensor:
+    """(B, L, D) context of slots.ids with `emb` (k, D) or (B, k, D) injected; differentiable in emb."""
+    with injected(text_encoder, slots, emb):
+        return encode(text_encoder, slots.ids)
+
+
+def random_token_embeddings(
+    text_encoder: CLIPTextModel, shape: tuple[int, ...], generator: torch.Generator, vocab: list[int] | None = None
+) -> torch.Tensor:
+    """Embeddings of random vocabulary tokens, shape (*shape, D): the attacks' default start."""
+    table = token_embedding(text_encoder).weight.detach()
+    pool = torch.tensor(vocab) if vocab else torch.arange(table.shape[0])
+    pick = pool[torch.randint(len(pool), shape, generator=generator)]
+    return table[pick.to(table.device)].clone()
+
+
+def slot_prompt(tokenizer: CLIPTokenizer, prompt: str, tokens: list[int], mode: str, concept: str | None) -> str:
+    """The readable prompt that puts real `tokens` where the slots were (prefix_k or replace_k)."""
+    words = tokenizer.decode(tokens, skip_special_tokens=True).strip()
+    if mode == "prefix_k":
+        return f"{words} {prompt}"
+    if mode == "replace_k" and concept:
+        return prompt.replace(concept, words, 1)
+    raise ErasekitError("real-token prompts exist only for modes prefix_k and replace_k")

@@ -1,0 +1,148 @@
+"""Injection, soft and token attacks, the success check and `erasekit attack` (tiny settings, bundled world)."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from erasekit.attacks import AttackConfig, run_attack, success_check
+from erasekit.attacks.soft import SoftAttackConfig, attack_loss, optimize_embeddings
+from erasekit.attacks.token import TokenAttackConfig, optimize_tokens, search_space
+from erasekit.diffusion import ModelPair
+from erasekit.errors import ErasekitError
+from erasekit.text import (
+    build_slots,
+    concept_tokens,
+    encode,
+    encode_injected,
+    random_token_embeddings,
+    token_embedding,
+    token_ids,
+)
+from erasekit.world.prompts import WORLD_WORDS
+
+PROMPTS = ["a red circle on a blue background", "a circle"]
+
+
+def test_injection_modes_agree_with_plain_encoding(shapes_pipe):
+    tok, te = shapes_pipe.tokenizer, shapes_pipe.text_encoder
+    plain = encode(te, token_ids(tok, PROMPTS))
+    circle = token_embedding(te).weight[concept_tokens(tok, "circle")].detach()  # (1, D)
+    with torch.no_grad():
+        same = encode_injected(te, build_slots(tok, PROMPTS, "replace_k", 1, "circle"), circle)
+        added = encode_injected(te, build_slots(tok, PROMPTS, "add", 1, "circle"), torch.zeros(1, circle.shape[1]))
+    torch.testing.assert_close(same, plain)
+    torch.testing.assert_close(added, plain)
+    slots = build_slots(tok, PROMPTS, "prefix_k", 2)
+    assert slots.positions.tolist() == [[1, 2], [1, 2]]
+    emb = torch.zeros(2, 2, te.config.hidden_size, requires_grad=True)  # one (k, D) per prompt
+    encode_injected(te, slots, emb).sum().backward()
+    assert emb.grad.abs().sum(-1).gt(0).all()  # every slot of every prompt gets a gradient
+    assert token_embedding(te)._forward_hooks == {}  # the hook is gone after the block
+
+
+def test_slot_errors(shapes_pipe):
+    tok = shapes_pipe.tokenizer
+    with pytest.raises(ErasekitError, match="does not contain"):
+        build_slots(tok, ["a red square"], "replace_k", 1, "circle")
+    with pytest.raises(ErasekitError, match="empty"):
+        build_slots(tok, [], "prefix_k", 1)
+    with pytest.raises(ErasekitError, match="unknown injection mode"):
+        build_slots(tok, PROMPTS, "suffix", 1)
+    with pytest.raises(ErasekitError, match="tokens"):
+        build_slots(tok, ["a red circle " * 7], "prefix_k", 3)
+
+
+def _perturbed_pair(pipe) -> tuple[ModelPair, torch.Tensor]:
+    """A pair whose text encoder is a noised copy of the original, and the original's context of PROMPTS."""
+    te = copy.deepcopy(pipe.text_encoder)
+    with torch.no_grad():
+        for p in te.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())))
+    pair = ModelPair(pipe.unet, te, pipe.unet, pipe.text_encoder)
+    return pair, encode(pipe.text_encoder, token_ids(pipe.tokenizer, PROMPTS))
+
+
+def _fixed_provider(pair, ctx_o):
+    g = torch.Generator().manual_seed(1)
+    x, t = torch.randn(len(ctx_o), 4, 8, 8, generator=g), torch.tensor([500, 300])
+    with torch.no_grad():
+        target = pair.eps(x, t, ctx_o, original=True)
+    return (lambda _g: (x, t, target)), x, t, target
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sign", "signed_adam"])
+def test_soft_attack_lowers_eq4(shapes_pipe, optimizer):
+    pair, ctx_o = _perturbed_pair(shapes_pipe)
+    provider, x, t, target = _fixed_provider(pair, ctx_o)
+    slots = build_slots(shapes_pipe.tokenizer, PROMPTS, "prefix_k", 2)
+    g = torch.Generator().manual_seed(0)
+    init = random_token_embeddings(pair.text_encoder, (2, 2), g)
+    with torch.no_grad():
+        start = attack_loss(pair, slots, init, x, t, target)
+    cfg = SoftAttackConfig(k=2, steps=15, lr=0.05 if optimizer == "adam" else 0.01, optimizer=optimizer)
+    emb, last = optimize_embeddings(pair, slots, init, provider, cfg, g)
+    with torch.no_grad():
+        end = attack_loss(pair, slots, emb, x, t, target)
+    assert emb.shape == init.shape and last.shape == (2,)
+    assert (end < start).all(), (start, end)
+
+
+def test_token_attack_uses_real_allowed_tokens(shapes_pipe):
+    tok = shapes_pipe.tokenizer
+    allowed = search_space(tok, "english", ["circle"])
+    world = {i for w in WORLD_WORDS for i in tok(w, add_special_tokens=False).input_ids}
+    assert len(allowed) > 100 and not world & set(allowed)
+    pair, ctx_o = _perturbed_pair(shapes_pipe)
+    provider, *_ = _fixed_provider(pair, ctx_o)
+    slots = build_slots(tok, PROMPTS, "prefix_k", 3)
+    cfg = TokenAttackConfig(k=3, steps=5)
+    chosen, loss = optimize_tokens(pair, slots, allowed, provider, cfg, torch.Generator().manual_seed(0))
+    assert chosen.shape == (2, 3) and set(chosen.flatten().tolist()) <= set(allowed)
+    all_words = search_space(tok, "all", ["circle"])
+    assert set(allowed) <= set(all_words) and concept_tokens(tok, "circle")[0] not in all_words
+
+
+@pytest.mark.parametrize("kind", ["soft", "token"])
+def test_run_attack_and_success_check(shapes_pipe, kind):
+    from erasekit.artifact import load_original_component
+
+    original = {"text_encoder": load_original_component("shapes", "text_encoder")}
+    cfg = AttackConfig(soft=SoftAttackConfig(steps=2), token=TokenAttackConfig(steps=2), sample_steps=3)
+    outs = run_attack(shapes_pipe, original, PROMPTS, [3, 4], kind, cfg, concept="circle")
+    assert [o.prompt for o in outs] == PROMPTS and outs[0].image_after.shape == (3, 32, 32)
+    if kind == "token":
+        for o in outs:
+            assert o.adversarial_prompt.endswith(o.prompt) and len(o.tokens) == 3
+            assert o.adversarial_prompt.split()[:3] == o.tokens  # readable: the tokens are whole words
+    else:
+        assert outs[0].embeddings.shape == (3, shapes_pipe.text_encoder.config.hidden_size)
+    res = success_check(outs, "circle")
+    pre, post = torch.tensor(res["pre"]), torch.tensor(res["post"])
+    assert res["asr"] == pytest.approx((pre | post).float().mean().item())
+    assert res["n"] == 2 and res["detector"]["concept"] == "circle"
+    with pytest.raises(ErasekitError, match="seed"):
+        run_attack(shapes_pipe, original, PROMPTS, [1], kind, cfg, concept="circle")
+    with pytest.raises(ErasekitError, match="empty"):
+        run_attack(shapes_pipe, original, [], [], kind, cfg, concept="circle")
+
+
+def test_cli_attack_json(tmp_path):
+    from erasekit.cli import _register_commands, app
+
+    _register_commands()
+    res = CliRunner().invoke(
+        app,
+        ["attack", "--concept", "circle", "--attack", "token", "-n", "2", "--attack-steps", "2", "--k", "2",
+         "--set", "sample_steps=3", "--grid", str(tmp_path / "g.png"), "--json"],
+    )  # fmt: skip
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output[res.output.index('{"') :])
+    assert out["n"] == 2 and len(out["prompts"]) == 2 and len(out["prompts"][0]["tokens"]) == 2
+    assert (tmp_path / "g.png").is_file()
+    res = CliRunner().invoke(app, ["attack", "--concept", "circle", "--attack", "fuzzy"])
+    assert res.exit_code != 0 and "unknown attack" in str(res.exception)

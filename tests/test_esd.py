@@ -1,0 +1,149 @@
+"""ESD engine: x_t sources, parameter selection, resume, artifacts and bad inputs (tiny settings, bundled world)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from erasekit import load_pipeline
+from erasekit.checkpoint import save_checkpoint
+from erasekit.diffusion import ModelPair, TrajectoryBank, UnetCounter, ddim_partial
+from erasekit.errors import ErasekitError
+from erasekit.methods.esd import EsdConfig, EsdTrainer, erase
+from erasekit.text import encode, token_ids
+
+TINY = dict(concepts=["circle"], steps=4, ddim_steps=4, lr=1e-3, checkpoint_every=2, cache_size=4)
+
+
+def test_bank_matches_partial_ddim_and_counts_calls():
+    pipe = load_pipeline("shapes")
+    pair = ModelPair(pipe.unet, pipe.text_encoder, pipe.unet, pipe.text_encoder)
+    ids = token_ids(pipe.tokenizer, ["a circle", "a red square"])
+    with torch.no_grad():
+        ctx, null = encode(pipe.text_encoder, ids), encode(pipe.text_encoder, token_ids(pipe.tokenizer, [""]))
+    noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    counter = UnetCounter().attach(pipe.unet)
+    bank = TrajectoryBank(pair, pipe.scheduler, ctx, null, noise, steps=6, guidance=3.0)
+    assert (counter.calls, counter.rows) == (6, 24)  # one CFG call (2 x 2 rows) per DDIM step
+    stop = torch.tensor([3, 5])
+    x = ddim_partial(pair, pipe.scheduler, ctx, null.expand(2, -1, -1), stop, noise, steps=6, guidance=3.0)
+    assert counter.calls == 6 + 5  # runs max(stop) steps
+    torch.testing.assert_close(x, bank.latents[torch.arange(2), stop], rtol=1e-4, atol=1e-5)
+    assert torch.equal(bank.latents[:, 0], noise)
+
+
+@pytest.mark.parametrize(("component", "part"), [("unet", "xattn"), ("text_encoder", "attn")])
+def test_esd_trains_only_the_chosen_part_and_saves_it(tmp_path, component, part):
+    pipe = load_pipeline("shapes")
+    before = {n: p.detach().clone() for n, p in getattr(pipe, component).named_parameters()}
+    cfg = EsdConfig(**TINY, component=component, part=part, xt_mode="cached")
+    trainer = EsdTrainer(pipe, cfg)
+    frozen = trainer.pair.unet_o if component == "unet" else trainer.pair.text_encoder_o
+    summary = trainer.run(tmp_path, progress=False)
+    keep = "attn2" if part == "xattn" else "self_attn"
+    for n, p in getattr(pipe, component).named_parameters():
+        assert torch.equal(p, before[n]) != (keep in n), n  # changed exactly where selected
+    for n, p in frozen.named_parameters():
+        assert torch.equal(p, before[n])  # the frozen original copy never moves
+    assert summary["unet_calls"] > 0 and summary["unet_calls_per_step"] == (2.0 if component == "unet" else 1.0)
+    info = json.loads((tmp_path / "erasekit.json").read_text())
+    assert info["component"] == component and info["config"]["part"] == part
+    assert not (tmp_path / ("unet" if component == "text_encoder" else "text_encoder")).exists()
+    loaded = load_pipeline("shapes", **{component: tmp_path})
+    for n, p in getattr(loaded, component).named_parameters():
+        assert torch.equal(p, dict(getattr(pipe, component).named_parameters())[n])
+
+
+def test_esd_pushes_concept_eps_toward_the_target(tmp_path):
+    """After training, eq. 3's loss on fixed x_t is lower than before (ESD on the text encoder, high lr)."""
+    pipe = load_pipeline("shapes")
+    cfg = EsdConfig(**{**TINY, "steps": 25, "lr": 3e-3}, component="text_encoder", part="all", xt_mode="cached")
+    trainer = EsdTrainer(pipe, cfg)
+    trainer.build_bank()
+    g = torch.Generator().manual_seed(5)
+    x, t, prompt = trainer.sample_xt(16, g)
+
+    def loss() -> float:
+        with torch.no_grad():
+            return trainer.esd_loss(x, t, prompt, trainer.context(trainer.ids[prompt])).item()
+
+    start = loss()
+    trainer.run(tmp_path, progress=False)
+    end = loss()
+    assert end < 0.8 * start
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed):
+    cfg = EsdConfig(**TINY, component="text_encoder", part="all", xt_mode="ddim")
+    pipe = load_pipeline("shapes")
+    erase(pipe, cfg, tmp_path / "whole", progress=False)
+
+    killed = load_pipeline("shapes")
+    run_killed(EsdTrainer, 3, lambda: erase(killed, cfg, tmp_path / "resumed", progress=False))
+    resumed = load_pipeline("shapes")
+    summary = erase(resumed, cfg, tmp_path / "resumed", progress=False)
+    assert summary["resumed_from"] == 2
+    for (n, a), (_, b) in zip(
+        pipe.text_encoder.named_parameters(), resumed.text_encoder.named_parameters(), strict=True
+    ):
+        assert torch.equal(a, b), n
+
+
+def test_checkpoint_from_another_architecture_is_a_clear_error(tmp_path):
+    pipe = load_pipeline("shapes")
+    save_checkpoint(tmp_path / "checkpoint", {"trained": torch.nn.Linear(3, 3)}, None, 2, {})
+    with pytest.raises(ErasekitError, match="another architecture"):
+        erase(pipe, EsdConfig(**TINY), tmp_path, progress=False)
+
+
+def test_checkpoint_of_other_options_is_refused(tmp_path):
+    erase(load_pipeline("shapes"), EsdConfig(**TINY, component="text_encoder", part="all"), tmp_path, progress=False)
+    other = EsdConfig(**TINY, component="text_encoder", part="all", eta=2.0)
+    with pytest.raises(ErasekitError, match="another run"):
+        erase(load_pipeline("shapes"), other, tmp_path, progress=False)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path):
+    pipe = load_pipeline("shapes")
+    with pytest.raises(ErasekitError, match="not a word this tokenizer knows"):
+        EsdTrainer(pipe, EsdConfig(concepts=["circel"]))
+    with pytest.raises(ErasekitError, match="too long|needs"):
+        EsdTrainer(pipe, EsdConfig(concepts=["circle"], prompts=["circle " * 30]))
+    with pytest.raises(ErasekitError, match="layers"):
+        EsdTrainer(pipe, EsdConfig(concepts=["circle"], component="text_encoder", part="all", layers=[7]))
+    with pytest.raises(ErasekitError, match="empty"):
+        token_ids(pipe.tokenizer, [])
+
+
+def test_cli_erase_and_its_errors(tmp_path):
+    from erasekit.cli import _register_commands, app
+
+    _register_commands()
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["erase", "--method", "esd", "--concept", "circle", "-o", str(out), "--steps", "2", "--xt-mode", "cached"]
+    res = runner.invoke(app, [*args, "--set", "cache_size=2", "--set", "ddim_steps=3", "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.output[res.output.index('{"') :])
+    assert summary["steps"] == 2 and (out / "unet" / "config.json").is_file()
+    for bad, msg in (
+        (["--concept", "dgo"], "not a shapes-world concept"),
+        (["--concept", "circle", "--set", "nope=1"], "unknown option"),
+        (["--concept", "circle", "--method", "zzz"], "unknown method"),
+    ):
+        base = ["erase", "--method", "esd", "-o", str(tmp_path / "bad")]
+        res = runner.invoke(app, [*base, *bad])
+        assert res.exit_code != 0 and msg in str(res.exception), res.output
+
+
+def test_x_t_always_uses_ddim_timesteps():
+    """SD hub pipelines ship PNDM; the x_t schedule is DDIM's whatever the pipeline's scheduler is."""
+    from diffusers import PNDMScheduler
+
+    from erasekit.diffusion import ddim_timesteps
+
+    pndm = PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
+    assert ddim_timesteps(5, pndm).tolist() == [801, 601, 401, 201, 1]

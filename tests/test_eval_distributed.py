@@ -1,0 +1,68 @@
+"""Scale-out: two CPU processes under `accelerate launch` split the prompts and gather results in prompt order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from erasekit.generation import generate
+
+WORKER = """
+import sys
+import torch
+from safetensors.torch import save_file
+from erasekit.eval.distributed import is_main_process, map_in_order, shard, world_size
+from erasekit.generation import generate
+from erasekit.pipeline import load_pipeline
+
+torch.set_num_threads(1)
+pipe = load_pipeline("shapes")
+prompts, seeds = sys.argv[2].split("|"), [int(s) for s in sys.argv[3].split(",")]
+run = lambda idx: {
+    "images": generate(pipe, [prompts[i] for i in idx], [seeds[i] for i in idx], steps=3),
+    "rank": torch.full((len(idx),), int(torch.distributed.get_rank())),
+    "odd": torch.tensor([i % 2 == 1 for i in idx]),
+}
+out = map_in_order(run, len(prompts))
+if is_main_process():
+    save_file({**out, "world": torch.tensor(world_size())}, sys.argv[1])
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+PROMPTS = ["a red circle", "a blue square", "a green star", "a white cross", "a black triangle"]
+SEEDS = [11, 12, 13, 14, 15]
+
+
+def test_two_processes_gather_in_prompt_order(tmp_path: Path, shapes_pipe) -> None:
+    accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
+    if accelerate is None:
+        pytest.skip("the accelerate launcher is not installed next to this Python")
+    script = tmp_path / "worker.py"
+    script.write_text(WORKER)
+    out = tmp_path / "out.safetensors"
+    cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(free_port()),
+           str(script), str(out), "|".join(PROMPTS), ",".join(map(str, SEEDS))]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    got = load_file(str(out))
+    assert got["world"].item() == 2
+    assert got["rank"].tolist() == [0, 0, 0, 1, 1]  # both processes worked, each on a contiguous share
+    assert got["odd"].tolist() == [False, True, False, True, False]
+    expected = generate(shapes_pipe, PROMPTS, SEEDS, steps=3)
+    torch.testing.assert_close(got["images"], expected, atol=1e-4, rtol=0)
