@@ -107,6 +107,25 @@ def test_token_attack_uses_real_allowed_tokens(shapes_pipe):
     assert set(allowed) <= set(all_words) and concept_tokens(tok, "circle")[0] not in all_words
 
 
+def test_token_attack_keeps_best_projection(shapes_pipe):
+    """The returned tokens are the best checked ones: their eq. 4 loss is the returned loss, and no checked
+    projection (here: every step's, and the last step's of an unselected run) scores lower."""
+    tok = shapes_pipe.tokenizer
+    allowed = search_space(tok, "english", ["circle"])
+    pair, ctx_o = _perturbed_pair(shapes_pipe)
+    provider, x, t, target = _fixed_provider(pair, ctx_o)
+    slots = build_slots(tok, PROMPTS, "prefix_k", 2)
+    table = token_embedding(pair.text_encoder).weight.detach()
+    score = lambda ids: attack_loss(pair, slots, table[ids], x, t, target)  # noqa: E731
+    cfg = TokenAttackConfig(k=2, steps=8, lr=0.5, select_every=1, select_draws=1)
+    chosen, loss = optimize_tokens(pair, slots, allowed, provider, cfg, torch.Generator().manual_seed(0))
+    last, _ = optimize_tokens(pair, slots, allowed, provider, cfg.model_copy(update={"select_every": 0}),
+                              torch.Generator().manual_seed(0))  # fmt: skip
+    with torch.no_grad():
+        torch.testing.assert_close(score(chosen), loss)
+        assert (score(chosen) <= score(last) + 1e-6).all()
+
+
 @pytest.mark.parametrize("kind", ["soft", "token"])
 def test_run_attack_and_success_check(shapes_pipe, kind):
     from erasekit.artifact import load_original_component

@@ -33,6 +33,8 @@ class TokenAttackConfig(BaseModel):
     lr: float = Field(0.1, gt=0)
     temperature: float = Field(1.0, gt=0)
     vocab: Literal["english", "all"] = "english"
+    select_every: int = Field(10, ge=0)  # keep each prompt's best projected tokens, checked every N steps (0: last)
+    select_draws: int = Field(4, ge=1)  # fixed x_t draws the check averages eq. 4 over
 
 
 def search_space(tokenizer: CLIPTokenizer, vocab: str, exclude: list[str]) -> list[int]:
@@ -64,13 +66,21 @@ def optimize_tokens(
     config: TokenAttackConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(token ids (B, k) from `allowed`, per-prompt loss of the last step (B,))."""
+    """(token ids (B, k) from `allowed`, per-prompt loss (B,) of those tokens).
+
+    With `select_every` > 0 the projected tokens are scored every that many steps (and at the end) on the same
+    `select_draws` x_t draws, and each prompt keeps its lowest-scoring tokens; the loss returned is that score.
+    Otherwise the last step's tokens and loss are returned.
+    """
     table = token_embedding(pair.text_encoder).weight.detach()[torch.tensor(allowed)]  # (V_a, D)
     b, k = slots.positions.shape
     logits = (0.01 * torch.randn(b, k, len(allowed), generator=generator)).to(table.device).requires_grad_(True)
     adam = torch.optim.Adam([logits], lr=config.lr)
+    fixed = [provider(torch.Generator().manual_seed(i)) for i in range(config.select_draws)]
+    best = torch.zeros(b, k, dtype=torch.long)
+    best_loss = torch.full((b,), float("inf"))
     loss = torch.zeros(b)
-    for _ in range(config.steps):
+    for step in range(1, config.steps + 1):
         soft = torch.softmax(logits / config.temperature, -1)  # (B, k, V_a) relaxed one-hot
         hard = torch.nn.functional.one_hot(soft.argmax(-1), len(allowed)).to(soft.dtype)
         onehot = hard + soft - soft.detach()  # forward: real tokens; backward: the relaxation's gradient
@@ -78,5 +88,12 @@ def optimize_tokens(
         loss = attack_loss(pair, slots, onehot @ table, x, t, target)
         (logits.grad,) = torch.autograd.grad(loss.sum(), logits)
         adam.step()
-    chosen = torch.tensor(allowed)[logits.detach().argmax(-1).cpu()]
-    return chosen, loss.detach()
+        if config.select_every and (step % config.select_every == 0 or step == config.steps):
+            current = logits.detach().argmax(-1)
+            with torch.no_grad():
+                score = sum(attack_loss(pair, slots, table[current], *draw) for draw in fixed).cpu() / len(fixed)
+            better = score < best_loss
+            best[better], best_loss[better] = current.cpu()[better], score[better]
+    if not config.select_every:
+        best, best_loss = logits.detach().argmax(-1).cpu(), loss.detach().cpu()
+    return torch.tensor(allowed)[best], best_loss

@@ -30,9 +30,7 @@ def bench(
 ) -> None:
     """Train (or reuse) each row's artifact in --output, evaluate all rows alike, print the table."""
     from erasekit.config import load_config
-    from erasekit.eval.bench import BenchConfig, demo_config, run_bench
-    from erasekit.eval.distributed import is_main_process
-    from erasekit.eval.report import markdown_table, write_report
+    from erasekit.eval.bench import BenchConfig, bench_report, demo_config
 
     row_list = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
     options = demo_config().model_dump(exclude={"concept", "seed"}) if quick else {}  # then YAML, then flags
@@ -42,23 +40,14 @@ def bench(
             options[key] = {**options[key], **value} if nested else value
     flags = {"world": world, "concept": concept, "seed": seed, "rows": row_list}
     cfg = load_config(BenchConfig, None, {**options, **{k: v for k, v in flags.items() if v is not None}})
-    results = run_bench(cfg, output, progress=not as_json)
-    if not is_main_process():
+    payload = bench_report(cfg, output, progress=not as_json)
+    if payload is None:  # not the main process
         return
-    done = {k: v for k, v in results.items() if not isinstance(v, str)}
-    missing = {k: v for k, v in results.items() if isinstance(v, str)}
-    report = write_report(done, output / "report.html", f"erasekit bench: erase '{cfg.concept}' on the {world} world")
-    payload = {
-        "config": cfg.model_dump(),
-        "rows": {k: v.to_json() for k, v in done.items()},
-        "missing": missing,
-        "report": str(report),
-    }
-    (output / "bench.json").write_text(json.dumps(payload, indent=1, default=str))
+    table = payload.pop("table")
     if as_json:
         typer.echo(json.dumps(payload, default=str))
         return
-    typer.echo(markdown_table(done))
-    for row, why in missing.items():
+    typer.echo(table)
+    for row, why in payload["missing"].items():
         typer.echo(f"- {row}: {why}")
-    typer.echo(f"report: {report}\nresults: {output / 'bench.json'}")
+    typer.echo(f"report: {payload['report']}\nresults: {output / 'bench.json'}")

@@ -146,6 +146,31 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
     return results
 
 
+def bench_report(cfg: BenchConfig, output: Path, progress: bool = True) -> dict | None:
+    """Run the bench, write `output/report.html` and `output/bench.json`; returns that JSON's payload (None on
+    processes other than the main one) with the Markdown table under "table"."""
+    from erasekit.eval.distributed import is_main_process
+    from erasekit.eval.report import markdown_table, write_report
+
+    results = run_bench(cfg, output, progress)
+    if not is_main_process():
+        return None
+    done = {k: v for k, v in results.items() if not isinstance(v, str)}
+    title = f"erasekit bench: erase '{cfg.concept}' on the {cfg.world} world"
+    payload = {
+        "config": cfg.model_dump(),
+        "rows": {k: v.to_json() for k, v in done.items()},
+        "missing": {k: v for k, v in results.items() if isinstance(v, str)},
+        "report": str(write_report(done, report_path(output), title)),
+    }
+    (output / "bench.json").write_text(json.dumps(payload, indent=1, default=str))
+    return {**payload, "table": markdown_table(done)}
+
+
+def report_path(output: Path) -> Path:
+    return output / "report.html"
+
+
 def _training_cost(summary: dict, combined: bool) -> dict:
     """Wall seconds and UNet evaluations (latent rows) the artifact cost to train (summed for combined rows)."""
     parts = list(summary.values()) if combined else [summary]
