@@ -100,26 +100,41 @@ def _is_world(concepts: list[str]) -> bool:
     return all(any(c in v for v in ATTRIBUTES.values()) for c in concepts)
 
 
-def _world_sides(concepts: list[str], n: int, split: str, seed: int) -> tuple[list[str], list[str]]:
-    """(prompts naming some target concept, prompts naming none): n each, from the world's prompt sets."""
-    from erasekit.world.prompt_sets import ATTRIBUTES, concept_attribute, retain_set, target_set, world_set
-
-    pos = [p for i, c in enumerate(concepts) for p in target_set(c, -(-n // len(concepts)), split, seed + i).prompts]
-    pool_sets = [retain_set(c, n, split, seed + i) for i, c in enumerate(concepts)] + [world_set(4 * n, split, seed)]
-    banned = {(concept_attribute(c), ATTRIBUTES[concept_attribute(c)].index(c)) for c in concepts}
-    neg = [
-        p for s in pool_sets for j, p in enumerate(s.prompts)
-        if not any(s.labels[attr][j] == v for attr, v in banned)
-    ]  # fmt: skip
-    g = torch.Generator().manual_seed(seed)
-    return pos[:n], [neg[i] for i in torch.randperm(len(neg), generator=g)[:n].tolist()]
+Sides = tuple[list[str], list[str]]  # (prompts with the concept, prompts without it)
 
 
-def _default_retain(concepts: list[str]) -> list[str]:
+def _without(sets: list, concepts: list[str]) -> list[str]:
+    """The prompts of world PromptSets that name none of `concepts`."""
     from erasekit.world.prompt_sets import ATTRIBUTES, concept_attribute
 
-    attrs = {concept_attribute(c) for c in concepts}
-    return [v for a in attrs for v in ATTRIBUTES[a] if v not in concepts]
+    banned = [(concept_attribute(c), ATTRIBUTES[concept_attribute(c)].index(c)) for c in concepts]
+    return [p for s in sets for j, p in enumerate(s.prompts) if all(s.labels[a][j] != v for a, v in banned)]
+
+
+def _sample(prompts: list[str], n: int, seed: int) -> list[str]:
+    return [prompts[i] for i in torch.randperm(len(prompts), generator=torch.Generator().manual_seed(seed))[:n]]
+
+
+def _world_sides(concepts: list[str], n: int, split: str, seed: int) -> tuple[dict[str, Sides], Sides]:
+    """Per concept n prompts naming it and n naming it not (its retain set, world prompts and the other targets'
+    prompts: a red square must not fire the circle gate); and (all those targets, n prompts naming no target)."""
+    from erasekit.world.prompt_sets import retain_set, target_set, world_set
+
+    pos = {c: target_set(c, n, split, seed + i) for i, c in enumerate(concepts)}
+    world = world_set(2 * n, split, seed)
+    per = {
+        c: (pos[c].prompts, _sample(_without([retain_set(c, n, split, seed), world, *pos.values()], [c]), n, seed))
+        for c in concepts
+    }  # fmt: skip
+    none = _without([*(retain_set(c, n, split, seed) for c in concepts), world], concepts)
+    return per, ([p for ps in pos.values() for p in ps.prompts], _sample(none, n, seed))
+
+
+def _default_retain(concept: str, concepts: list[str]) -> list[str]:
+    """The other values of the concept's own attribute, less the patch's targets (other shapes for 'circle')."""
+    from erasekit.world.prompt_sets import ATTRIBUTES, concept_attribute
+
+    return [v for v in ATTRIBUTES[concept_attribute(concept)] if v not in concepts]
 
 
 def _concept_prompts(concept: str, n: int, seed: int, world: bool) -> list[str]:
@@ -131,47 +146,72 @@ def _concept_prompts(concept: str, n: int, seed: int, world: bool) -> list[str]:
     return target_set(concept, n, "train", seed).prompts
 
 
-def build_patch(pipe, sae: TopKSAE, cfg: ItdConfig) -> tuple[ItdPatch, dict]:
-    """Select features (eq. 4-6) and calibrate the gate for `cfg.concepts`; (patch, summary of both)."""
-    world = _is_world(cfg.concepts)
-    retain = cfg.retain if cfg.retain is not None else (_default_retain(cfg.concepts) if world else [])
-
-    def strength(c: str, seed: int) -> torch.Tensor:
-        return concept_strength(sae, collect(pipe, _concept_prompts(c, cfg.select_prompts, seed, world), cfg.layer)[0])
-
-    features = erase_set(
-        {c: strength(c, cfg.seed + 100 + i) for i, c in enumerate(cfg.concepts)},
-        [strength(r, cfg.seed + 150 + i) for i, r in enumerate(retain)],
-        cfg.k_sel,
-        cfg.selection,
-    )
-    patch = ItdPatch(sae, cfg.layer, features, cfg.tau, None, cfg.injection, cfg.pooling)
-    summary: dict = {"features": features, "n_features": int(len(patch.erase_indices())), "retain": retain}
-    if not cfg.gate:
-        return patch, {**summary, "gate": None}
+def _gate_sides(cfg: ItdConfig, world: bool) -> dict[str, tuple[dict[str, Sides], Sides]]:
+    """{"calibration" | "heldout": (per-concept sides, sides of the patch as a whole)}; see `_world_sides`."""
     if world:
-        calib = _world_sides(cfg.concepts, cfg.calib_prompts, "train", cfg.seed + 200)
-        held = _world_sides(cfg.concepts, cfg.calib_prompts, "heldout", cfg.seed + 300)
-    elif cfg.target_prompts and cfg.other_prompts:
-        pos, neg = read_prompts(cfg.target_prompts), read_prompts(cfg.other_prompts)
-        calib, held = (pos[::2], neg[::2]), (pos[1::2], neg[1::2])
-    else:
+        return {
+            "calibration": _world_sides(cfg.concepts, cfg.calib_prompts, "train", cfg.seed + 200),
+            "heldout": _world_sides(cfg.concepts, cfg.calib_prompts, "heldout", cfg.seed + 300),
+        }
+    if not (cfg.target_prompts and cfg.other_prompts):
         raise ErasekitError(
             "the gate needs prompts with and without the concept: set target_prompts and other_prompts "
             "(CSV/TXT files), or gate=false"
         )
+    if len(cfg.concepts) > 1:
+        raise ErasekitError("target_prompts / other_prompts calibrate one concept: build one patch per concept")
+    pos, neg = read_prompts(cfg.target_prompts), read_prompts(cfg.other_prompts)
+    halves = {"calibration": (pos[::2], neg[::2]), "heldout": (pos[1::2], neg[1::2])}
+    return {split: ({cfg.concepts[0]: sides}, sides) for split, sides in halves.items()}
+
+
+def build_patch(pipe, sae: TopKSAE, cfg: ItdConfig) -> tuple[ItdPatch, dict]:
+    """Select features (eq. 4-6) and calibrate one gate threshold per concept; (patch, summary of both).
+
+    Each concept's features are contrasted with its own retain concepts (other shapes for a shape); the gate
+    report pools every concept's held-out prompts: a prompt counts as "with a concept" for the patch's gate when
+    it names any of them, and the patch fires when any concept's gate fires.
+    """
+    world = _is_world(cfg.concepts)
+
+    def strength(c: str, seed: int) -> torch.Tensor:
+        return concept_strength(sae, collect(pipe, _concept_prompts(c, cfg.select_prompts, seed, world), cfg.layer)[0])
+
+    retain = {
+        c: cfg.retain if cfg.retain is not None else (_default_retain(c, cfg.concepts) if world else [])
+        for c in cfg.concepts
+    }
+    names = sorted(set().union(*retain.values()))
+    retain_strength = {r: strength(r, cfg.seed + 150 + i) for i, r in enumerate(names)}
+    features = {
+        c: erase_set({c: strength(c, cfg.seed + 100 + i)}, [retain_strength[r] for r in retain[c]], cfg.k_sel,
+                     cfg.selection)[c]
+        for i, c in enumerate(cfg.concepts)
+    }  # fmt: skip
+    patch = ItdPatch(sae, cfg.layer, features, cfg.tau, None, cfg.injection, cfg.pooling)
+    summary: dict = {"features": features, "n_features": int(len(patch.erase_indices())), "retain": retain}
+    if not cfg.gate:
+        return patch, {**summary, "gate": None}
+    sides = _gate_sides(cfg, world)
 
     def prompt_scores(prompts: list[str]) -> torch.Tensor:
+        """(P, C) pooled per-concept scores."""
         with torch.no_grad():
-            return pool(patch.scores(collect(pipe, prompts, cfg.layer)[0])[1], cfg.pooling)
+            return pool(patch.scores(collect(pipe, prompts, cfg.layer)[0]), cfg.pooling)
 
-    cal_pos, cal_neg = prompt_scores(calib[0]), prompt_scores(calib[1])
-    patch.threshold = calibrate(cal_pos, cal_neg)
-    gate = {
-        "threshold": patch.threshold, "pooling": cfg.pooling,
-        "calibration": gate_report(cal_pos, cal_neg, patch.threshold),
-        "heldout": gate_report(prompt_scores(held[0]), prompt_scores(held[1]), patch.threshold),
-    }  # fmt: skip
+    cal = sides["calibration"][0]
+    patch.thresholds = {
+        c: calibrate(prompt_scores(cal[c][0])[:, j], prompt_scores(cal[c][1])[:, j]) for j, c in enumerate(cal)
+    }
+    thr = torch.tensor(list(patch.thresholds.values()))
+    gate: dict = {"thresholds": patch.thresholds, "pooling": cfg.pooling}
+    for split, (per, whole) in sides.items():
+        reports = {}
+        for j, (c, (pos, neg)) in enumerate(per.items()):
+            reports[c] = gate_report(prompt_scores(pos)[:, j], prompt_scores(neg)[:, j], patch.thresholds[c])
+        # the patch fires when any concept's gate does: its score is the largest score / threshold ratio
+        pos_any, neg_any = ((prompt_scores(p) / thr).amax(1) for p in whole)
+        gate[split] = {**gate_report(pos_any, neg_any, 1.0), "per_concept": reports}
     return patch, {**summary, "gate": gate}
 
 
