@@ -5,7 +5,8 @@ stream and a zero-shot gate; no model weight changes.
     ItdPatch.load(out_dir).attach(pipe)                  -> the pipeline now erases; .detach() undoes it
 
 Steps: train (or load) a TopK SAE on one layer's activations; per concept select its specific features
-(eq. 4-6); calibrate the gate threshold on training-template prompts; report the gate on held-out templates.
+(eq. 4-6) against its own retain concepts; calibrate one gate threshold per concept on training-template
+prompts; report the gate on held-out templates.
 """
 
 from __future__ import annotations
@@ -51,15 +52,22 @@ class ItdConfig(SaeConfig):
     """Options of `erasekit erase --method itd` (SAE options are inherited from SaeConfig)."""
 
     concepts: list[str] = Field(min_length=1, description="concepts to erase, e.g. ['circle', 'red']")
-    tau: float = Field(0.0, description="scale of the selected features (ItD note: small; official code: -8)")
+    tau: float = Field(
+        -2.0, description="scale of the selected features (note: small; official code: -8; -2 measured best)"
+    )
     injection: Literal["replace", "add_error"] = "add_error"
     gate: bool = Field(True, description="apply erasure only to prompts the zero-shot gate flags")
     pooling: Literal["token", "max", "mean"] = "max"
+    gate_score: Literal["error", "increase"] = Field(
+        "increase", description="gate score: the deactivated encoding's error (eq. 8), or the error it adds"
+    )
     k_sel: int = Field(16, ge=1, description="top features per concept before removing retain features")
     selection: Literal["paper", "contrast"] = Field(
         "paper", description="feature rule: eq. 5 set difference, or margin"
     )
-    retain: list[str] | None = Field(None, description="retain concepts; default: other values of the attribute")
+    retain: list[str] | None = Field(
+        None, description="retain concepts of every target; default: other values of each target's attribute"
+    )
     select_prompts: int = Field(64, ge=1, description="prompts per concept for feature selection")
     calib_prompts: int = Field(100, ge=2, description="prompts per side for gate calibration and its held-out check")
     target_prompts: str | None = Field(None, description="CSV/TXT prompts with the concept (gate calibration)")
@@ -183,12 +191,13 @@ def build_patch(pipe, sae: TopKSAE, cfg: ItdConfig) -> tuple[ItdPatch, dict]:
     }
     names = sorted(set().union(*retain.values()))
     retain_strength = {r: strength(r, cfg.seed + 150 + i) for i, r in enumerate(names)}
-    features = {
-        c: erase_set({c: strength(c, cfg.seed + 100 + i)}, [retain_strength[r] for r in retain[c]], cfg.k_sel,
-                     cfg.selection)[c]
-        for i, c in enumerate(cfg.concepts)
-    }  # fmt: skip
-    patch = ItdPatch(sae, cfg.layer, features, cfg.tau, None, cfg.injection, cfg.pooling)
+    features = erase_set(
+        {c: strength(c, cfg.seed + 100 + i) for i, c in enumerate(cfg.concepts)},
+        {c: [retain_strength[r] for r in rs] for c, rs in retain.items()},
+        cfg.k_sel,
+        cfg.selection,
+    )
+    patch = ItdPatch(sae, cfg.layer, features, cfg.tau, None, cfg.injection, cfg.pooling, cfg.gate_score)
     summary: dict = {"features": features, "n_features": int(len(patch.erase_indices())), "retain": retain}
     if not cfg.gate:
         return patch, {**summary, "gate": None}
@@ -204,7 +213,7 @@ def build_patch(pipe, sae: TopKSAE, cfg: ItdConfig) -> tuple[ItdPatch, dict]:
         c: calibrate(prompt_scores(cal[c][0])[:, j], prompt_scores(cal[c][1])[:, j]) for j, c in enumerate(cal)
     }
     thr = torch.tensor(list(patch.thresholds.values()))
-    gate: dict = {"thresholds": patch.thresholds, "pooling": cfg.pooling}
+    gate: dict = {"thresholds": patch.thresholds, "pooling": cfg.pooling, "score": cfg.gate_score}
     for split, (per, whole) in sides.items():
         reports = {}
         for j, (c, (pos, neg)) in enumerate(per.items()):

@@ -47,8 +47,8 @@ def contrast_features(target: torch.Tensor, retains: list[torch.Tensor], k_sel: 
 
 
 def erase_set(
-    targets: dict[str, torch.Tensor], retains: list[torch.Tensor], k_sel: int, rule: Rule = "paper"
+    targets: dict[str, torch.Tensor], retains: dict[str, list[torch.Tensor]], k_sel: int, rule: Rule = "paper"
 ) -> dict[str, list[int]]:
-    """Per target concept its sorted F^_tar; F_erase (eq. 6) is the union of the values."""
+    """Per target concept its sorted F^_tar against its own retain strengths; F_erase (eq. 6) is the union."""
     pick = specific_features if rule == "paper" else contrast_features
-    return {c: sorted(pick(s, retains, k_sel)) for c, s in targets.items()}
+    return {c: sorted(pick(s, retains[c], k_sel)) for c, s in targets.items()}
