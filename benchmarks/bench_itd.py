@@ -30,11 +30,11 @@ def predictions(pipe, classifier, prompt_set, steps: int, guidance: float) -> di
     return classifier.predict(images * 2 - 1)
 
 
-def fired(pipe, patch: ItdPatch, prompts: list[str]) -> float:
-    """Fraction of prompts on which the gate fired."""
+def fired(pipe, patch: ItdPatch, prompts: list[str], concept: str) -> float:
+    """Fraction of prompts on which `concept`'s gate fired."""
     with torch.no_grad():
         pipe.text_encoder(token_ids(pipe.tokenizer, prompts))
-    return float(patch.last_fired.float().mean())
+    return float(patch.last_fired[:, patch.concepts.index(concept)].float().mean())
 
 
 def quality(pipe, patch: ItdPatch, n: int, steps: int, guidance: float) -> list[dict]:
@@ -53,7 +53,7 @@ def quality(pipe, patch: ItdPatch, n: int, steps: int, guidance: float) -> list[
                 pr = predictions(pipe, classifier, ret, steps, guidance)[attr]
                 if attached:
                     row["gate_fired_target"], row["gate_fired_others"] = (
-                        fired(pipe, patch, tgt.prompts), fired(pipe, patch, ret.prompts)
+                        fired(pipe, patch, tgt.prompts, concept), fired(pipe, patch, ret.prompts, concept)
                     )  # fmt: skip
             finally:
                 patch.detach()
@@ -99,7 +99,7 @@ def main() -> None:
     args = ap.parse_args()
     pipe = load_pipeline("shapes")
     patch = ItdPatch.load(args.patch)
-    result: dict = {"patch": args.patch, "tau": patch.tau, "injection": patch.injection, "threshold": patch.threshold}
+    result: dict = {"patch": args.patch, "tau": patch.tau, "injection": patch.injection, "thresholds": patch.thresholds}
     if not args.skip_quality:
         result["quality"] = quality(pipe, patch, args.n, args.steps, args.guidance)
     if not args.skip_timing:
@@ -107,7 +107,7 @@ def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"patch {args.patch}: tau {patch.tau}, injection {patch.injection}, threshold {patch.threshold}")
+    print(f"patch {args.patch}: tau {patch.tau}, injection {patch.injection}, thresholds {patch.thresholds}")
     for r in result.get("quality", []):
         print(
             f"{r['concept']:>8}: concept rate {r['original_concept_rate']:.1%} -> {r['patched_concept_rate']:.1%} | "

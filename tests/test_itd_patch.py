@@ -51,19 +51,42 @@ def test_feature_deactivation_matches_the_equation(hidden):
 def test_gate_leaves_prompts_under_the_threshold_alone(hidden):
     d = hidden.shape[-1]
     patch = ItdPatch(exact_sae(d), 1, {"c": [3]}, tau=0.0)
-    _, score = patch.scores(hidden)
+    score = patch.scores(hidden)[..., 0]
     assert torch.allclose(score, hidden[:, 1:, 3].clamp(min=0) ** 2, atol=1e-4)  # eq. 8 for the exact SAE
     per_prompt = score.amax(1)
-    patch.threshold = float(per_prompt.detach().median())
+    patch.thresholds = {"c": float(per_prompt.detach().median())}
     out, fired = patch.edit(hidden)
-    assert fired.tolist() == (per_prompt > patch.threshold).tolist() and 0 < fired.sum() < len(PROMPTS)
+    fired = fired[:, 0]
+    assert fired.tolist() == (per_prompt > patch.thresholds["c"]).tolist() and 0 < fired.sum() < len(PROMPTS)
     assert torch.equal(out[~fired], hidden[~fired])
     assert not torch.equal(out[fired], hidden[fired])
     assert torch.equal(out[:, 0], hidden[:, 0])  # BOS passes through
     patch.pooling = "token"
     out, _ = patch.edit(hidden)
-    untouched = score <= patch.threshold
+    untouched = score <= patch.thresholds["c"]
     assert torch.equal(out[:, 1:][untouched], hidden[:, 1:][untouched])
+
+
+def test_each_concept_gate_turns_down_only_its_own_features(hidden):
+    d = hidden.shape[-1]
+    patch = ItdPatch(exact_sae(d), 1, {"a": [3], "b": [4]}, tau=0.0)
+    score = patch.scores(hidden).amax(1).detach()  # (B, 2)
+    assert torch.allclose(score[:, 1], hidden[:, 1:, 4].clamp(min=0).pow(2).amax(1), atol=1e-4)
+    patch.thresholds = {"a": float(score[:, 0].median()), "b": float(score[:, 1].max()) + 1.0}  # b never fires
+    out, fired = patch.edit(hidden)
+    assert fired[:, 0].tolist() == (score[:, 0] > patch.thresholds["a"]).tolist() and not fired[:, 1].any()
+    rows = fired[:, 0]
+    assert torch.allclose(out[rows][:, 1:, 3], hidden[rows][:, 1:, 3].clamp(max=0), atol=1e-5)
+    assert torch.allclose(out[:, :, 4], hidden[:, :, 4], atol=1e-5)  # b's feature is left alone everywhere
+
+
+def test_increase_score_removes_the_sae_error(hidden):
+    torch.manual_seed(0)
+    sae = TopKSAE(hidden.shape[-1], 96, 6)  # random: a large reconstruction error
+    plain = ItdPatch(sae, 1, {"c": [1, 5, 9]}, tau=-2.0, score="error").scores(hidden)
+    added = ItdPatch(sae, 1, {"c": [1, 5, 9]}, tau=-2.0, score="increase").scores(hidden)
+    err = (hidden[:, 1:] - sae(hidden[:, 1:])[0]).pow(2).sum(-1, keepdim=True)
+    assert torch.allclose(plain - added, err, atol=1e-3) and err.min() > 0
 
 
 def soft_grad(pipe) -> torch.Tensor:
@@ -101,10 +124,13 @@ def test_no_features_or_tau_one_is_identity(hidden):
 
 def test_save_load_and_wrong_inputs(tmp_path, shapes_pipe, hidden):
     d = hidden.shape[-1]
-    patch = ItdPatch(exact_sae(d), 1, {"circle": [3], "red": [4, 70]}, -8.0, 0.5, "replace", "mean")
+    patch = ItdPatch(
+        exact_sae(d), 1, {"circle": [3], "red": [4, 70]}, -8.0, {"circle": 0.5, "red": 0.7}, "replace", "mean"
+    )
     patch.save(tmp_path)
     again = ItdPatch.load(tmp_path)
     assert again.concepts == ["circle", "red"] and again.erase_indices().tolist() == [3, 4, 70]
+    assert again.thresholds == {"circle": 0.5, "red": 0.7} and again.score == "increase"
     assert torch.equal(again.edit(hidden)[0], patch.edit(hidden)[0])
     assert json.loads((tmp_path / "erasekit.json").read_text())["component"] == "itd_patch"
     with pytest.raises(ErasekitError, match="not an ItD patch"):
@@ -145,12 +171,18 @@ def test_erase_end_to_end_two_concepts(tmp_path, shapes_pipe):
     summary = erase(shapes_pipe, cfg, tmp_path)
     assert set(summary["features"]) == {"circle", "red"}
     assert summary["sae"]["fvu"] >= 0 and summary["sae"]["dead_latents"] >= 0
+    assert summary["retain"] == {"circle": ["square", "triangle", "cross", "star"],
+                                 "red": ["green", "blue", "yellow", "purple", "orange"]}  # fmt: skip
     held = summary["gate"]["heldout"]
-    assert 0 <= held["accuracy"] <= 1 and held["n_target"] == 12 and held["n_others"] == 12
+    assert 0 <= held["accuracy"] <= 1 and held["n_target"] == 24 and held["n_others"] == 12
+    assert all(
+        held["per_concept"][c]["n_target"] == 12 == held["per_concept"][c]["n_others"] for c in ("circle", "red")
+    )
     patch = ItdPatch.load(tmp_path)
-    assert patch.threshold == summary["gate"]["threshold"] and patch.layer == 1
+    assert patch.thresholds == summary["gate"]["thresholds"] and set(patch.thresholds) == {"circle", "red"}
+    assert patch.layer == 1
     reused = erase(shapes_pipe, cfg.model_copy(update={"sae_path": str(tmp_path), "gate": False}), tmp_path / "again")
-    assert reused["features"] == summary["features"] and ItdPatch.load(tmp_path / "again").threshold is None
+    assert reused["features"] == summary["features"] and ItdPatch.load(tmp_path / "again").thresholds is None
     small = dict(concepts=["circle"], sae_path=str(tmp_path), gate=False, select_prompts=4, k_sel=4)
     assert erase(shapes_pipe, ItdConfig(**small), tmp_path / "adopt")["layer"] == 1  # the SAE's layer
     with pytest.raises(ErasekitError, match="reads layer 1"):

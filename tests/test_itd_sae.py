@@ -51,9 +51,9 @@ def _fvu(sae: TopKSAE, acts: torch.Tensor) -> float:
 
 def test_training_resumes_to_the_same_weights(tmp_path):
     acts = sparse_data(n=2000)
-    cfg = SaeTrainConfig(width=32, k=4, aux_k=8, steps=600, batch_size=128, dead_tokens=5_000)
+    cfg = SaeTrainConfig(width=32, k=4, aux_k=8, steps=60, batch_size=128, dead_tokens=500, checkpoint_every=40)
     straight, _ = train_sae(acts, cfg)
-    train_sae(acts, cfg.model_copy(update={"steps": 500}), checkpoint_dir=tmp_path)
+    train_sae(acts, cfg.model_copy(update={"steps": 50}), checkpoint_dir=tmp_path)  # checkpoint at step 40
     resumed, _ = train_sae(acts, cfg, checkpoint_dir=tmp_path)
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values(), strict=True):
         assert torch.allclose(a, b, atol=1e-5)
@@ -119,12 +119,12 @@ def test_feature_selection_removes_retain_features():
     assert top_features(torch.tensor([0.0, 2.0, 0.0]), 3) == {1}  # silent latents never count
     assert specific_features(target, retain, 3) == {1, 3}
     red = torch.tensor([0.0, 0.0, 0.0, 0.0, 0.0, 7.0])
-    sets = erase_set({"circle": target, "red": red}, retain[1:], 2)
-    assert sets == {"circle": [1, 2], "red": [5]}
+    sets = erase_set({"circle": target, "red": red}, {"circle": retain[1:], "red": retain[:1]}, 2)
+    assert sets == {"circle": [1, 2], "red": []}  # each target against its own retain concepts
     shared = [torch.tensor([0.0, 0.0, 6.0, 1.5, 0.0, 1.0])]  # latent 3 is in the retain top-2 but weaker there
     assert specific_features(target, shared, 2) == {1}
-    assert erase_set({"circle": target}, shared, 2, "contrast") == {"circle": [1, 3]}
-    assert erase_set({"circle": target}, shared, 3, "contrast") == {"circle": [1, 3, 4]}
+    assert erase_set({"circle": target}, {"circle": shared}, 2, "contrast") == {"circle": [1, 3]}
+    assert erase_set({"circle": target}, {"circle": shared}, 3, "contrast") == {"circle": [1, 3, 4]}
 
 
 def test_gate_calibration_and_report():

@@ -153,6 +153,7 @@ class SaeTrainConfig(BaseModel):
     steps: int = Field(3000, ge=1)
     batch_size: int = Field(1024, ge=1, description="tokens per step")
     dead_tokens: int = Field(200_000, ge=1, description="a latent that fired on none of this many tokens is dead")
+    checkpoint_every: int = Field(500, ge=1, description="steps between resumable checkpoints")
     seed: int = 0
 
 
@@ -173,7 +174,7 @@ def train_sae(
 ) -> tuple[TopKSAE, dict]:
     """Train a TopK SAE on (N, D) activations; returns (SAE, stats with fvu, dead latents and steps).
 
-    With `checkpoint_dir`, the state is saved every 500 steps and training resumes from it.
+    With `checkpoint_dir`, the state is saved every `cfg.checkpoint_every` steps and training resumes from it.
     """
     if acts.ndim != 2 or len(acts) < 2:
         raise ErasekitError("SAE training needs a (tokens, dim) activation matrix with at least 2 rows")
@@ -209,7 +210,7 @@ def train_sae(
             opt.step()
             sae.normalize_decoder()
             bar.update(task, advance=1)
-            if checkpoint_dir is not None and (step + 1) % 500 == 0:
+            if checkpoint_dir is not None and (step + 1) % cfg.checkpoint_every == 0:
                 save_checkpoint(checkpoint_dir, {"sae": sae}, opt, step + 1, {"since_fired": since_fired.tolist()})
     sae.eval()
     return sae, {"fvu": fvu(sae, acts), "dead_latents": int((since_fired >= cfg.dead_tokens).sum()), "steps": cfg.steps}
