@@ -106,3 +106,13 @@ def test_cli_option_layers_merge_nested_keys(tmp_path):
     assert (cfg.attack.k, cfg.attack.lr, cfg.attack.steps, cfg.attack.optimizer) == (2, 0.01, 7, "signed_adam")
     with pytest.raises(ErasekitError, match="key=value"):
         parse_sets(["gamma"])
+
+
+def test_shapes_recipe_fills_only_the_options_left_unset():
+    shapes = AdvUnlearnConfig.SHAPES_DEFAULTS
+    cfg = default_prompts(AdvUnlearnConfig(concepts=["circle"], gamma=0.0, attack={"steps": 7}), "shapes")
+    assert (cfg.gamma, cfg.attack.steps) == (0.0, 7)  # what the user set wins, nested keys included
+    assert (cfg.lr, cfg.steps, cfg.attack.k) == (shapes["lr"], shapes["steps"], shapes["attack"]["k"])
+    assert default_prompts(cfg, "shapes") == cfg  # applying it twice changes nothing (resume compares configs)
+    sd = default_prompts(AdvUnlearnConfig(concepts=["circle"]), "CompVis/stable-diffusion-v1-4")
+    assert (sd.lr, sd.steps, sd.attack.k) == (1e-5, 1000, 1)  # the authors' SD defaults stay

@@ -43,8 +43,25 @@ def shapes_concept_prompts(concepts: list[str]) -> list[str]:
     return [t.format(c) for c in concepts for t in SHAPES_CONCEPT_TEMPLATES]
 
 
+def _merge(defaults: dict, given: dict) -> dict:
+    out = dict(defaults)
+    for k, v in given.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def with_defaults(config: BaseModel, defaults: dict) -> BaseModel:
+    """`config` with `defaults` for the options nobody set (nested options key by key); set options win."""
+    if not defaults:
+        return config
+    return type(config).model_validate(_merge(defaults, config.model_dump(exclude_unset=True)))
+
+
 def default_prompts(config: BaseModel, model: str) -> BaseModel:
     """Fill a method config's empty prompt lists for `model`; shapes-world concepts are checked here too.
+
+    For the shapes world a config class's `SHAPES_DEFAULTS` (a ClassVar dict) replaces the SD defaults of the
+    options the user left unset (AdvUnlearn's shapes recipe).
 
     `prompts`: for the shapes world, `shapes_concept_prompts` (elsewhere: the concept words themselves).
     `retain_prompts` (AdvUnlearn): the shapes world's retain prompts, or the shipped SD retain set.
@@ -57,6 +74,7 @@ def default_prompts(config: BaseModel, model: str) -> BaseModel:
 
         for c in config.concepts:
             concept_attribute(c)
+        config = with_defaults(config, getattr(type(config), "SHAPES_DEFAULTS", {}))
         if "prompts" in type(config).model_fields and not config.prompts:
             update["prompts"] = shapes_concept_prompts(config.concepts)
     if "retain_prompts" in type(config).model_fields and not config.retain_prompts:

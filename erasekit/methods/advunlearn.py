@@ -17,7 +17,7 @@ AT-ESD. Two schedules, counted by the UNet-evaluation counter:
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +52,13 @@ class AdvUnlearnConfig(EsdConfig):
     attack_init: Literal["previous", "random"] = "previous"
     attack_every: int = Field(1, ge=1)
     schedule: Literal["faithful", "cheap"] = "cheap"
+
+    # The shapes world's recipe (applied by `erasekit.methods.default_prompts` to unset options; see the module
+    # docstring for the measurements behind each value).
+    SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "steps": 400, "warmup": 100, "lr": 5e-4, "batch_size": 2, "gamma": 1.0, "retain_batch": 8,
+        "ddim_steps": 25, "cache_size": 32, "checkpoint_every": 50, "attack": {"k": 3, "lr": 1e-2, "steps": 10},
+    }  # fmt: skip
 
     @model_validator(mode="after")
     def _schedule_sets_xt(self) -> AdvUnlearnConfig:

@@ -1,0 +1,74 @@
+"""A second shapes-world UNet on the bundled, frozen text encoder: the plug-and-play transfer test of AdvUnlearn.
+
+    python benchmarks/train_transfer_unet.py --work runs/unet2 [--seed 1] [--steps 1500] [--batch 32]
+
+Trains a fresh UNet (another seed, optionally another width) from scratch with the bundled VAE and the bundled
+text encoder frozen, the same data, loss, EMA and lr schedule as `erasekit.world.train`; resumable (rerun the
+same command). Writes the EMA UNet in diffusers layout to `<work>/unet`, which the CLI takes as
+`--unet <work>/unet` beside `--text-encoder <erased encoder>`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from erasekit import load_pipeline
+from erasekit.world import components
+from erasekit.world.train import WorldTrainConfig, _run_stage, world_batch
+
+
+def train_unet(work: Path, cfg: WorldTrainConfig) -> torch.nn.Module:
+    """The EMA UNet after `cfg.unet_steps` steps on eps-prediction with classifier-free dropout."""
+    pipe = load_pipeline("shapes")
+    vae, te, tok = pipe.vae.requires_grad_(False), pipe.text_encoder.requires_grad_(False), pipe.tokenizer
+    torch.manual_seed(cfg.seed)
+    unet = components.make_unet(cfg.unet_width)
+    ema = copy.deepcopy(unet)
+    ddpm, _ = components.make_schedulers()
+    sf = vae.config.scaling_factor
+
+    def step_fn(step: int, g: torch.Generator) -> torch.Tensor:
+        x, prompts, _ = world_batch(cfg.unet_batch, g)
+        drop = torch.rand(len(prompts), generator=g) < cfg.p_uncond
+        prompts = ["" if d else p for p, d in zip(prompts, drop, strict=True)]
+        with torch.no_grad():
+            latents = vae.encode(x).latent_dist.mode() * sf  # (B, 4, 8, 8)
+            ids = tok(prompts, padding="max_length", return_tensors="pt").input_ids
+            cond = te(ids).last_hidden_state  # (B, 24, 64), frozen encoder
+        noise = torch.randn(latents.shape, generator=g)
+        t = torch.randint(0, ddpm.config.num_train_timesteps, (len(prompts),), generator=g)
+        return F.mse_loss(unet(ddpm.add_noise(latents, noise, t), t, cond).sample, noise)
+
+    @torch.no_grad()
+    def ema_update() -> None:
+        for s, p in zip(ema.parameters(), unet.parameters(), strict=True):
+            s.lerp_(p, 1 - cfg.ema_decay)
+
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.unet_lr, weight_decay=0.0)
+    modules = {"unet": unet, "ema_unet": ema}
+    _run_stage("unet", work, cfg, cfg.unet_steps, modules, opt, cfg.unet_lr, step_fn, ema_update)
+    return ema.eval()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--work", type=Path, default=Path("runs/unet2"))
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--width", type=int, default=32)
+    args = ap.parse_args()
+    cfg = WorldTrainConfig(seed=args.seed, unet_steps=args.steps, unet_batch=args.batch, unet_width=args.width)
+    args.work.mkdir(parents=True, exist_ok=True)
+    (args.work / "config.json").write_text(cfg.model_dump_json(indent=1))
+    train_unet(args.work, cfg).save_pretrained(str(args.work / "unet"), safe_serialization=True)
+    print(f"wrote {args.work / 'unet'}")
+
+
+if __name__ == "__main__":
+    main()
