@@ -4,8 +4,8 @@
 
 Trains a fresh UNet (another seed, optionally another width) from scratch with the bundled VAE and the bundled
 text encoder frozen, the same data, loss, EMA and lr schedule as `erasekit.world.train`; resumable (rerun the
-same command). Writes the EMA UNet in diffusers layout to `<work>/unet`, which the CLI takes as
-`--unet <work>/unet` beside `--text-encoder <erased encoder>`.
+same command). Writes the EMA UNet in diffusers layout to `<work>/ema_unet`, which the CLI takes as
+`--unet <work>/ema_unet` beside `--text-encoder <erased encoder>`.
 """
 
 from __future__ import annotations
@@ -66,8 +66,8 @@ def main() -> None:
     cfg = WorldTrainConfig(seed=args.seed, unet_steps=args.steps, unet_batch=args.batch, unet_width=args.width)
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "config.json").write_text(cfg.model_dump_json(indent=1))
-    train_unet(args.work, cfg).save_pretrained(str(args.work / "unet"), safe_serialization=True)
-    print(f"wrote {args.work / 'unet'}")
+    train_unet(args.work, cfg).save_pretrained(str(args.work / "ema_unet"), safe_serialization=True)
+    print(f"wrote {args.work / 'ema_unet'}")
 
 
 if __name__ == "__main__":

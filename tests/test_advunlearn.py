@@ -116,3 +116,16 @@ def test_shapes_recipe_fills_only_the_options_left_unset():
     assert default_prompts(cfg, "shapes") == cfg  # applying it twice changes nothing (resume compares configs)
     sd = default_prompts(AdvUnlearnConfig(concepts=["circle"]), "CompVis/stable-diffusion-v1-4")
     assert (sd.lr, sd.steps, sd.attack.k) == (1e-5, 1000, 1)  # the authors' SD defaults stay
+
+
+def test_retain_null_adds_the_empty_prompt_to_every_retain_batch():
+    rows = {}
+    for flag in (False, True):
+        trainer = AdvUnlearnTrainer(load_pipeline("shapes"), _config(warmup=1, retain_null=flag))
+        trainer.build_bank()
+        before = trainer.counter.rows
+        trainer.loss(0, torch.Generator().manual_seed(0)).backward()
+        rows[flag] = trainer.counter.rows - before
+        grad = trainer.pair.text_encoder.final_layer_norm.weight.grad
+        assert grad is not None and grad.abs().sum() > 0
+    assert rows[True] - rows[False] == 2  # one more row for eps_o(x|"") and one for eps_theta(x|"")

@@ -47,6 +47,7 @@ class AdvUnlearnConfig(EsdConfig):
     gamma: float = Field(0.5, ge=0)  # 0.3 for nudity in the paper; 0 = AT-ESD
     retain_prompts: list[str] = []  # [] = filled by erasekit.methods.default_prompts (CLI does it)
     retain_batch: int = Field(5, ge=1)
+    retain_null: bool = False  # also keep the empty prompt (CFG's unconditional branch) in every retain batch
     warmup: int = Field(200, ge=0)
     attack: InnerAttackConfig = InnerAttackConfig()
     attack_init: Literal["previous", "random"] = "previous"
@@ -56,7 +57,8 @@ class AdvUnlearnConfig(EsdConfig):
     # The shapes world's recipe (applied by `erasekit.methods.default_prompts` to unset options; see the module
     # docstring for the measurements behind each value).
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "steps": 400, "warmup": 100, "lr": 5e-4, "batch_size": 2, "gamma": 1.0, "retain_batch": 8,
+        "steps": 400, "warmup": 100, "lr": 5e-4, "batch_size": 2, "gamma": 1.0, "retain_batch": 24,
+        "retain_null": True,
         "ddim_steps": 25, "cache_size": 32, "checkpoint_every": 50, "attack": {"k": 3, "lr": 1e-2, "steps": 10},
     }  # fmt: skip
 
@@ -83,6 +85,7 @@ class AdvUnlearnTrainer(EsdTrainer):
         check_prompts(self.tokenizer, config.retain_prompts)
         check_prompts(self.tokenizer, self.prompts, reserve=config.attack.k)
         self.retain_ids = token_ids(self.tokenizer, config.retain_prompts)  # (R, L)
+        self.null_ids = token_ids(self.tokenizer, [""])  # (1, L)
         with torch.no_grad():
             self.retain_o = encode(self.pair.text_encoder_o, self.retain_ids)  # (R, L, D)
         self.slots = build_slots(self.tokenizer, self.prompts, config.attack.mode, config.attack.k, config.concepts[0])
@@ -135,7 +138,10 @@ class AdvUnlearnTrainer(EsdTrainer):
         cfg = self.config
         x, t, prompt = self.sample_xt(cfg.batch_size, g)
         r = self.retain_indices(step)
-        xr, tr, _ = self.sample_xt(len(r), g, self.retain_bank, self.retain_o)
+        ids_r, ctx_r = self.retain_ids[r], self.retain_o[r]  # (R_b, L), (R_b, L, D)
+        if cfg.retain_null:  # c_bar = "" as well: the sampler's unconditional eps reads the trained encoder too
+            ids_r, ctx_r = torch.cat([ids_r, self.null_ids]), torch.cat([ctx_r, self.null_o])
+        xr, tr, _ = self.sample_xt(len(ids_r), g, self.retain_bank, self.retain_o)
         if step >= cfg.warmup:
             if (step - cfg.warmup) % cfg.attack_every == 0:
                 self.inner_attack(x, t, prompt, g)
@@ -146,8 +152,8 @@ class AdvUnlearnTrainer(EsdTrainer):
         b = len(x)
         null = self.null_o.expand(b, -1, -1)
         e_o, e = self.pair.eps_joint(
-            torch.cat([x, x, xr]), torch.cat([t, t, tr]), torch.cat([null, self.ctx_o[prompt], self.retain_o[r]]),
-            torch.cat([x, xr]), torch.cat([t, tr]), torch.cat([ctx, self.context(self.retain_ids[r])]),
+            torch.cat([x, x, xr]), torch.cat([t, t, tr]), torch.cat([null, self.ctx_o[prompt], ctx_r]),
+            torch.cat([x, xr]), torch.cat([t, tr]), torch.cat([ctx, self.context(ids_r)]),
         )  # fmt: skip
         esd = F.mse_loss(e[:b], self.esd_target(e_o[:b], e_o[b : 2 * b]))  # eq. 3 at c*
         retain = F.mse_loss(e[b:], e_o[2 * b :])  # eq. 6, second term
