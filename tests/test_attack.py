@@ -107,6 +107,32 @@ def test_token_attack_uses_real_allowed_tokens(shapes_pipe):
     assert set(allowed) <= set(all_words) and concept_tokens(tok, "circle")[0] not in all_words
 
 
+def test_early_stop_keeps_the_first_successful_candidate(shapes_pipe):
+    """UnlearnDiffAtk's early stop: a prompt judged a success at a check keeps that check's candidate; the others
+    end with the last step's; once all succeeded the run stops."""
+    pair, ctx_o = _perturbed_pair(shapes_pipe)
+    provider, *_ = _fixed_provider(pair, ctx_o)
+    slots = build_slots(shapes_pipe.tokenizer, PROMPTS, "prefix_k", 2)
+    g = torch.Generator().manual_seed(0)
+    init = random_token_embeddings(pair.text_encoder, (2, 2), g)
+    seen: list[torch.Tensor] = []
+
+    def check(candidate: torch.Tensor) -> torch.Tensor:  # row 0 "succeeds" at the second check, row 1 never
+        seen.append(candidate.clone())
+        return torch.tensor([len(seen) == 2, False])
+
+    cfg = SoftAttackConfig(k=2, steps=9, lr=0.05)
+    emb, _ = optimize_embeddings(pair, slots, init, provider, cfg, g, check, check_every=3)
+    assert len(seen) == 3
+    torch.testing.assert_close(emb[0], seen[1][0])
+    plain, _ = optimize_embeddings(pair, slots, init, provider, cfg, torch.Generator().manual_seed(0))
+    torch.testing.assert_close(emb[1], plain[1])
+    assert not torch.allclose(emb[0], plain[0])
+    done: list[int] = []
+    optimize_embeddings(pair, slots, init, provider, cfg, g, lambda c: torch.tensor([done.append(1) is None] * 2), 2)
+    assert len(done) == 1  # everything succeeded at the first check: no further steps
+
+
 def test_token_attack_keeps_best_projection(shapes_pipe):
     """The returned tokens are the best checked ones: their eq. 4 loss is the returned loss, and no checked
     projection (here: every step's, and the last step's of an unselected run) scores lower."""

@@ -19,6 +19,7 @@ Entry points (for the CLI and the evaluation code):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -61,6 +62,9 @@ class AttackConfig(BaseModel):
     guidance: float = 5.0
     batch_size: int = Field(32, ge=1)  # prompts attacked together (each with its own embeddings)
     seed: int = 0
+    # UnlearnDiffAtk's early stop: every N optimisation steps draw each prompt's image with the current candidate
+    # and keep the first that the detector flags (0: judge only the final candidate). Needs a detector.
+    check_every: int = Field(25, ge=0)
 
 
 @dataclass
@@ -152,30 +156,46 @@ def _attack_chunk(
     config: AttackConfig,
     concept: str | None,
     g: torch.Generator,
+    detector: Callable[[torch.Tensor], torch.Tensor] | None,
 ) -> list[AttackOutcome]:
     opts = config.soft if kind == "soft" else config.token
     slots = build_slots(pipe.tokenizer, prompts, opts.mode, opts.k, concept)
     provider = _provider(_bank(pair, pipe, token_ids(pipe.tokenizer, prompts), seeds, config))
     before = generate(pipe, prompts, seeds, steps=config.sample_steps, guidance=config.guidance)
+    every = config.check_every if detector is not None else 0
     if kind == "soft":
         if opts.mode == "add":
             init = torch.zeros(len(prompts), slots.k, pipe.text_encoder.config.hidden_size, device=pipe.device)
         else:
             init = random_token_embeddings(pipe.text_encoder, (len(prompts), slots.k), g)
-        emb, loss = optimize_embeddings(pair, slots, init, provider, opts, g)
-        with torch.no_grad():
-            after = _generate_from_context(pipe, encode_injected(pipe.text_encoder, slots, emb), seeds, config)
+
+        def draw_soft(emb: torch.Tensor) -> torch.Tensor:  # (B, k, D) -> (B, 3, H, W)
+            with torch.no_grad():
+                ctx = encode_injected(pipe.text_encoder, slots, emb.to(pipe.device))
+                return _generate_from_context(pipe, ctx, seeds, config)
+
+        check = (lambda emb: detector(draw_soft(emb))) if every else None
+        emb, loss = optimize_embeddings(pair, slots, init, provider, opts, g, check, every)
+        after = draw_soft(emb)
         texts = [_soft_text(p, opts.mode, slots.k, concept) for p in prompts]
         return [
             AttackOutcome(p, s, kind, txt, loss[i].item(), before[i], after[i], embeddings=emb[i])
             for i, (p, s, txt) in enumerate(zip(prompts, seeds, texts, strict=True))
         ]
     allowed = search_space(pipe.tokenizer, opts.vocab, [concept] if concept else [])
-    chosen, loss = optimize_tokens(pair, slots, allowed, provider, opts, g)
-    texts = [
-        slot_prompt(pipe.tokenizer, p, c.tolist(), opts.mode, concept) for p, c in zip(prompts, chosen, strict=True)
-    ]
-    after = generate(pipe, texts, seeds, steps=config.sample_steps, guidance=config.guidance)
+
+    def texts_of(chosen: torch.Tensor) -> list[str]:  # (B, k) token ids -> the readable prompts
+        return [
+            slot_prompt(pipe.tokenizer, p, c.tolist(), opts.mode, concept) for p, c in zip(prompts, chosen, strict=True)
+        ]
+
+    def draw_tokens(chosen: torch.Tensor) -> torch.Tensor:
+        return generate(pipe, texts_of(chosen), seeds, steps=config.sample_steps, guidance=config.guidance)
+
+    check = (lambda chosen: detector(draw_tokens(chosen))) if every else None
+    chosen, loss = optimize_tokens(pair, slots, allowed, provider, opts, g, check, every)
+    texts = texts_of(chosen)
+    after = draw_tokens(chosen)
     return [
         AttackOutcome(p, s, kind, txt, loss[i].item(), before[i], after[i], tokens=_pieces(pipe.tokenizer, chosen[i]))
         for i, (p, s, txt) in enumerate(zip(prompts, seeds, texts, strict=True))
@@ -191,8 +211,13 @@ def run_attack(
     config: AttackConfig | None = None,
     concept: str | None = None,
     progress: bool = False,
+    detector: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[AttackOutcome]:
-    """Attack each prompt (see the module docstring); `concept` is needed for replace_k / add and the token ban."""
+    """Attack each prompt (see the module docstring); `concept` is needed for replace_k / add and the token ban.
+
+    `detector` (images (B, 3, H, W) -> (B,) bool, e.g. `make_detector(concept)`) turns on the early stop of
+    `config.check_every`; without it only the final candidates are drawn.
+    """
     config = config or AttackConfig()
     if kind not in ("soft", "token"):
         raise ErasekitError(f"unknown attack '{kind}': use soft or token")
@@ -207,7 +232,7 @@ def run_attack(
         task = bar.add_task(f"{kind} attack", total=len(prompts))
         for i in range(0, len(prompts), config.batch_size):
             part = slice(i, i + config.batch_size)
-            out += _attack_chunk(pipe, pair, prompts[part], seeds[part], kind, config, concept, g)
+            out += _attack_chunk(pipe, pair, prompts[part], seeds[part], kind, config, concept, g, detector)
             bar.update(task, advance=len(prompts[part]))
     return out
 

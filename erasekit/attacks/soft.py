@@ -21,6 +21,39 @@ from erasekit.text import Slots, encode_injected
 
 # (generator) -> (x_t (B, C, h, w), t (B,), target eps_o(x_t|c) (B, C, h, w)), one row per attacked prompt
 XtProvider = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+# candidate (B, k, ...) -> (B,) bool: did the image drawn with it show the concept (the classifier's verdict)?
+SuccessCheck = Callable[[torch.Tensor], torch.Tensor]
+
+
+class SuccessLatch:
+    """UnlearnDiffAtk's early stop: every `every` steps the current candidates are judged by `check`, and a prompt
+    keeps the first candidate that succeeded (later steps may wander off it). Without a check it does nothing."""
+
+    def __init__(self, check: SuccessCheck | None, every: int) -> None:
+        self.check, self.every = (check, every) if check is not None and every > 0 else (None, 0)
+        self.saved: torch.Tensor | None = None
+        self.done: torch.Tensor | None = None
+
+    def __call__(self, step: int, candidate: torch.Tensor) -> None:
+        if self.check is None or step % self.every:
+            return
+        candidate = candidate.detach().cpu()
+        if self.saved is None:
+            self.saved, self.done = candidate.clone(), torch.zeros(len(candidate), dtype=torch.bool)
+        new = self.check(candidate).cpu() & ~self.done
+        self.saved[new], self.done[new] = candidate[new], True
+
+    @property
+    def all_done(self) -> bool:
+        return self.done is not None and bool(self.done.all())
+
+    def finish(self, candidate: torch.Tensor) -> torch.Tensor:
+        """`candidate` with the rows that succeeded at a check replaced by their successful candidate."""
+        if self.done is None:
+            return candidate
+        out = candidate.detach().clone()
+        out[self.done.to(out.device)] = self.saved[self.done].to(out.device, out.dtype)
+        return out
 
 
 class SoftAttackConfig(BaseModel):
@@ -48,15 +81,19 @@ def optimize_embeddings(
     provider: XtProvider,
     config: SoftAttackConfig,
     generator: torch.Generator,
+    check: SuccessCheck | None = None,
+    check_every: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(embeddings (B, k, D) or (k, D) like `init`, per-prompt loss of the last step (B,)).
 
     Gradients go to the embeddings only (torch.autograd.grad), so a model being trained keeps its .grad intact.
+    With `check` (batched embeddings only), see `SuccessLatch`; the run stops early once every prompt succeeded.
     """
     emb = init.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([emb], lr=config.lr) if config.optimizer != "sign" else None
     loss = torch.zeros(len(slots.ids))
-    for _ in range(config.steps):
+    latch = SuccessLatch(check, check_every)
+    for step in range(1, config.steps + 1):
         x, t, target = provider(generator)
         loss = attack_loss(pair, slots, emb, x, t, target)
         (grad,) = torch.autograd.grad(loss.sum(), emb)
@@ -66,4 +103,7 @@ def optimize_embeddings(
         else:
             emb.grad = grad.sign() if config.optimizer == "signed_adam" else grad
             adam.step()
-    return emb.detach(), loss.detach()
+        latch(step, emb)
+        if latch.all_done:
+            break
+    return latch.finish(emb), loss.detach()

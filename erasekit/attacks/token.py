@@ -18,7 +18,7 @@ import torch
 from pydantic import BaseModel, Field
 from transformers import CLIPTokenizer
 
-from erasekit.attacks.soft import XtProvider, attack_loss
+from erasekit.attacks.soft import SuccessCheck, SuccessLatch, XtProvider, attack_loss
 from erasekit.diffusion import ModelPair
 from erasekit.errors import ErasekitError
 from erasekit.text import Slots, token_embedding
@@ -65,13 +65,19 @@ def optimize_tokens(
     provider: XtProvider,
     config: TokenAttackConfig,
     generator: torch.Generator,
+    check: SuccessCheck | None = None,
+    check_every: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(token ids (B, k) from `allowed`, per-prompt loss (B,) of those tokens).
 
     With `select_every` > 0 the projected tokens are scored every that many steps (and at the end) on the same
     `select_draws` x_t draws, and each prompt keeps its lowest-scoring tokens; the loss returned is that score.
-    Otherwise the last step's tokens and loss are returned.
+    Otherwise the last step's tokens and loss are returned. With `check` (it receives token ids (B, k) from
+    `allowed`), a prompt whose projected tokens succeeded at a check keeps them (`SuccessLatch`); the run stops
+    early once every prompt succeeded.
     """
+    vocab = torch.tensor(allowed)
+    latch = SuccessLatch(check, check_every)
     table = token_embedding(pair.text_encoder).weight.detach()[torch.tensor(allowed)]  # (V_a, D)
     b, k = slots.positions.shape
     logits = (0.01 * torch.randn(b, k, len(allowed), generator=generator)).to(table.device).requires_grad_(True)
@@ -94,6 +100,9 @@ def optimize_tokens(
                 score = sum(attack_loss(pair, slots, table[current], *draw) for draw in fixed).cpu() / len(fixed)
             better = score < best_loss
             best[better], best_loss[better] = current.cpu()[better], score[better]
+        latch(step, vocab[logits.detach().argmax(-1).cpu()])
+        if latch.all_done:
+            break
     if not config.select_every:
         best, best_loss = logits.detach().argmax(-1).cpu(), loss.detach().cpu()
-    return torch.tensor(allowed)[best], best_loss
+    return latch.finish(vocab[best]), best_loss

@@ -84,7 +84,10 @@ def attack(
             raise ErasekitError("--patch needs the ItD method (erasekit.methods.itd), which is not installed") from None
         ItdPatch.load(patch).attach(pipe)
     t0 = time.perf_counter()
-    outcomes = run_attack(pipe, original, prompts, seeds, kind, cfg, concept=concept, progress=not as_json)
+    from erasekit.eval.classifiers import make_detector
+
+    detector = make_detector(concept, preset=None, model=model)
+    outcomes = run_attack(pipe, original, prompts, seeds, kind, cfg, concept, not as_json, detector)
     result = success_check(outcomes, concept, model=model)
     per_prompt = [
         {"prompt": o.prompt, "seed": o.seed, "adversarial_prompt": o.adversarial_prompt, "tokens": o.tokens,

@@ -58,7 +58,15 @@ def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, detector, 
 
     def run(idx: list[int]) -> dict[str, torch.Tensor]:
         outs = run_attack(
-            pipe, original, [ps.prompts[i] for i in idx], [ps.seeds[i] for i in idx], kind, config, concept, progress
+            pipe,
+            original,
+            [ps.prompts[i] for i in idx],
+            [ps.seeds[i] for i in idx],
+            kind,
+            config,
+            concept,
+            progress,
+            detector,
         )
         before = torch.stack([o.image_before for o in outs])
         after = torch.stack([o.image_after for o in outs])
@@ -80,6 +88,7 @@ def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, detector, 
         "sample_steps": config.sample_steps,
         "guidance": config.guidance,
         "seed": config.seed,
+        "check_every": config.check_every,  # early stop on the detector's verdict (UnlearnDiffAtk); 0 = off
         "mean_loss": out["loss"].mean().item(),
     }
     return {**out, "prompts": _decode_text(out.pop("text")), "card": card}

@@ -32,7 +32,7 @@ COMBINED = {"ItD+AdvUnlearn": ("AdvUnlearn", "ItD")}  # (text encoder from, patc
 # Short schedules for the shapes world that keep the whole table under 30 minutes on 2 CPU cores; YAML
 # `methods:` entries override them key by key.
 SHAPES_METHODS: dict[str, dict] = {
-    "ESD": {"component": "unet", "part": "xattn", "steps": 300, "lr": 1e-3, "batch_size": 4, "xt_mode": "cached"},
+    "ESD": {"component": "unet", "part": "xattn"},  # the rest: EsdConfig.SHAPES_DEFAULTS
     "AT-ESD": {"steps": 300, "warmup": 60, "lr": 5e-4, "schedule": "cheap", "attack_every": 2},
     "AdvUnlearn": {"steps": 300, "warmup": 60, "lr": 5e-4, "schedule": "cheap", "attack_every": 2},
     "ItD": {},
