@@ -57,11 +57,11 @@ class SuccessLatch:
 
 
 class SoftAttackConfig(BaseModel):
-    """Soft prompt attack options (defaults: a 3-token prefix, 100 Adam steps)."""
+    """Soft prompt attack options (defaults: a 3-token prefix, 200 Adam steps)."""
 
     mode: Literal["prefix_k", "replace_k", "add"] = "prefix_k"
     k: int = Field(3, ge=1)
-    steps: int = Field(100, ge=1)
+    steps: int = Field(200, ge=1)
     lr: float = Field(1e-2, gt=0)
     optimizer: Literal["adam", "sign", "signed_adam"] = "adam"
 

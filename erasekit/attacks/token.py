@@ -25,11 +25,11 @@ from erasekit.text import Slots, token_embedding
 
 
 class TokenAttackConfig(BaseModel):
-    """Token attack options (defaults: a 3-token prefix of English words, 100 Adam steps on the logits)."""
+    """Token attack options (defaults: a 3-token prefix of English words, 200 Adam steps on the logits)."""
 
     mode: Literal["prefix_k", "replace_k"] = "prefix_k"
     k: int = Field(3, ge=1)
-    steps: int = Field(100, ge=1)
+    steps: int = Field(200, ge=1)
     lr: float = Field(0.1, gt=0)
     temperature: float = Field(1.0, gt=0)
     vocab: Literal["english", "all"] = "english"
