@@ -176,14 +176,35 @@ def test_run_attack_and_success_check(shapes_pipe, kind):
         run_attack(shapes_pipe, original, [], [], kind, cfg, concept="circle")
 
 
+def test_prompts_already_flagged_are_not_attacked(shapes_pipe):
+    """With a detector, a prompt whose unattacked image is flagged counts as a success as it is (UnlearnDiffAtk)."""
+    from erasekit.artifact import load_original_component
+
+    original = {"text_encoder": load_original_component("shapes", "text_encoder")}
+    cfg = AttackConfig(soft=SoftAttackConfig(steps=2), sample_steps=3, check_every=1)
+    calls: list[int] = []
+
+    def detector(images: torch.Tensor) -> torch.Tensor:  # flags the first prompt's unattacked image only
+        calls.append(len(images))
+        return torch.tensor([len(calls) == 1] + [False] * (len(images) - 1))
+
+    outs = run_attack(shapes_pipe, original, PROMPTS, [3, 4], "soft", cfg, "circle", detector=detector)
+    assert not outs[0].attacked and outs[0].adversarial_prompt == PROMPTS[0] and outs[0].embeddings is None
+    torch.testing.assert_close(outs[0].image_after, outs[0].image_before)
+    assert outs[1].attacked and outs[1].adversarial_prompt.startswith("<adv>")
+    assert calls == [2, 1, 1]  # the unattacked pair, then one check per step for the one prompt attacked
+
+
 def test_cli_attack_json(tmp_path):
     from erasekit.cli import _register_commands, app
 
     _register_commands()
+    prompts = tmp_path / "p.txt"  # no circles before the attack, so both prompts are attacked
+    prompts.write_text("a red square on a white background\na blue star on a black background\n")
     res = CliRunner().invoke(
         app,
         ["attack", "--concept", "circle", "--attack", "token", "-n", "2", "--attack-steps", "2", "--k", "2",
-         "--set", "sample_steps=3", "--grid", str(tmp_path / "g.png"), "--json"],
+         "--prompts", str(prompts), "--grid", str(tmp_path / "g.png"), "--json"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     out = json.loads(res.output[res.output.index('{"') :])

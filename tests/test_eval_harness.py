@@ -47,7 +47,8 @@ def test_attack_results_feed_asr(monkeypatch: pytest.MonkeyPatch) -> None:
 
     calls = []
 
-    def fake_run_attack(pipe, original, prompts, seeds, kind, config, concept, progress):
+    def fake_run_attack(pipe, original, prompts, seeds, kind, config, concept, progress, detector):
+        assert isinstance(detector, WhiteIsConcept)  # the evaluation's detector drives the attack's early stop
         calls.append((kind, list(seeds), config.sample_steps, config.soft.steps))
         flat = torch.zeros(len(prompts), 3, 32, 32)
         return [attacks.AttackOutcome(p, s, kind, "x " + p, 0.5, flat[i], flat[i] + 1) for i, (p, s) in

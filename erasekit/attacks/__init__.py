@@ -75,6 +75,8 @@ class AttackOutcome:
     tokens: the chosen tokens as text pieces (token attack), else None.
     embeddings: (k, D) the soft embeddings (soft attack), else None.
     image_before / image_after: (3, H, W) in [0, 1], same seed.
+    attacked: False when the detector already flagged the unattacked image (UnlearnDiffAtk then counts the prompt
+    as a success without attacking it; the "after" image is the "before" one and the loss is 0).
     """
 
     prompt: str
@@ -86,6 +88,7 @@ class AttackOutcome:
     image_after: torch.Tensor
     tokens: list[str] | None = None
     embeddings: torch.Tensor | None = field(default=None, repr=False)
+    attacked: bool = True
 
 
 def model_pair(pipe: StableDiffusionPipeline, original: StableDiffusionPipeline | dict | None) -> ModelPair:
@@ -157,11 +160,12 @@ def _attack_chunk(
     concept: str | None,
     g: torch.Generator,
     detector: Callable[[torch.Tensor], torch.Tensor] | None,
+    before: torch.Tensor,
 ) -> list[AttackOutcome]:
+    """Attack `prompts` (their unattacked images `before` (B, 3, H, W) given)."""
     opts = config.soft if kind == "soft" else config.token
     slots = build_slots(pipe.tokenizer, prompts, opts.mode, opts.k, concept)
     provider = _provider(_bank(pair, pipe, token_ids(pipe.tokenizer, prompts), seeds, config))
-    before = generate(pipe, prompts, seeds, steps=config.sample_steps, guidance=config.guidance)
     every = config.check_every if detector is not None else 0
     if kind == "soft":
         if opts.mode == "add":
@@ -215,8 +219,10 @@ def run_attack(
 ) -> list[AttackOutcome]:
     """Attack each prompt (see the module docstring); `concept` is needed for replace_k / add and the token ban.
 
-    `detector` (images (B, 3, H, W) -> (B,) bool, e.g. `make_detector(concept)`) turns on the early stop of
-    `config.check_every`; without it only the final candidates are drawn.
+    `detector` (images (B, 3, H, W) -> (B,) bool, e.g. `make_detector(concept)`) makes it follow UnlearnDiffAtk:
+    prompts whose unattacked image is already flagged are not attacked (`attacked=False`), and the others stop
+    early at the first check (every `config.check_every` steps) whose image is flagged. Without it every prompt is
+    attacked for all steps and only the final candidates are drawn.
     """
     config = config or AttackConfig()
     if kind not in ("soft", "token"):
@@ -231,9 +237,22 @@ def run_attack(
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"{kind} attack", total=len(prompts))
         for i in range(0, len(prompts), config.batch_size):
-            part = slice(i, i + config.batch_size)
-            out += _attack_chunk(pipe, pair, prompts[part], seeds[part], kind, config, concept, g, detector)
-            bar.update(task, advance=len(prompts[part]))
+            ps, ss = prompts[i : i + config.batch_size], seeds[i : i + config.batch_size]
+            before = generate(pipe, ps, ss, steps=config.sample_steps, guidance=config.guidance)
+            done = detector(before).cpu() if detector is not None else torch.zeros(len(ps), dtype=torch.bool)
+            todo = [j for j in range(len(ps)) if not done[j]]
+            attacked = iter(
+                _attack_chunk(pipe, pair, [ps[j] for j in todo], [ss[j] for j in todo], kind, config, concept, g,
+                              detector, before[todo])
+                if todo else []
+            )  # fmt: skip
+            for j, (p, s) in enumerate(zip(ps, ss, strict=True)):
+                out.append(
+                    AttackOutcome(p, s, kind, p, 0.0, before[j], before[j], attacked=False)
+                    if done[j]
+                    else next(attacked)
+                )
+            bar.update(task, advance=len(ps))
     return out
 
 

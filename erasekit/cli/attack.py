@@ -91,7 +91,7 @@ def attack(
     result = success_check(outcomes, concept, model=model)
     per_prompt = [
         {"prompt": o.prompt, "seed": o.seed, "adversarial_prompt": o.adversarial_prompt, "tokens": o.tokens,
-         "loss": round(o.loss, 6), "pre": pre, "post": post}
+         "loss": round(o.loss, 6), "attacked": o.attacked, "pre": pre, "post": post}
         for o, pre, post in zip(outcomes, result.pop("pre"), result.pop("post"), strict=True)
     ]  # fmt: skip
     summary = {
