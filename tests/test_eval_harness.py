@@ -27,6 +27,7 @@ def test_evaluate_card_and_metrics_are_reproducible() -> None:
     for key in ("pre_attack_rate", "retained_accuracy", "fid", "clip_score", "concept_rate_on_retain"):
         assert isinstance(m[key], float), key
     assert -1 <= m["clip_score"] <= 1 and m["fid"] >= 0
+    assert m["fid_without_concept"] is None or m["fid_without_concept"] >= 0
     assert m["unet_evaluations"]["unet_rows"] == 2 * 2 * (4 + 4 + 6)  # CFG doubles rows; 2 steps; 14 images
     strip = lambda r: {k: v for k, v in r.metrics.items() if k != "wall_s"}  # noqa: E731
     assert strip(one) == strip(two)
@@ -118,3 +119,27 @@ def test_evaluate_nudity_protocol_on_a_local_model_folder(tmp_path, shapes_pipe)
     assert res.metrics["fid"] > 0 and "retained_accuracy" not in res.metrics
     with pytest.raises(ErasekitError, match="--clip-model"):
         evaluate(cfg.model_copy(update={"clip_model": None}))
+
+
+def test_fid_without_concept_uses_only_rows_without_it() -> None:
+    """Generated rows whose prompt asks for the concept, and reference scenes that show it, are left out."""
+    from types import SimpleNamespace
+
+    from erasekit.eval.harness import _fid_without_concept, _reference_scenes
+    from erasekit.eval.metrics import fid_from_features
+    from erasekit.world.prompt_sets import PromptSet
+
+    cfg = EvalConfig(n_world=40)
+    g = torch.Generator().manual_seed(0)
+    images, ref = torch.rand(40, 3, 4, 4, generator=g), torch.rand(40, 3, 4, 4, generator=g)
+    shapes = [i % 5 for i in range(40)]
+    ps = PromptSet("w", ["p"] * 40, list(range(40)), {"shape": shapes, "colour": [0] * 40})
+    feats = SimpleNamespace(image_features=lambda x: x.flatten(1)[:, :6])
+    detector = SimpleNamespace(attribute="shape", index=0)
+    got = _fid_without_concept(cfg, ps, detector, feats, images, ref)
+    keep_ref = [i for i, sc in enumerate(_reference_scenes(cfg, 40)) if sc.shape != 0]
+    keep_gen = [i for i, v in enumerate(shapes) if v != 0]
+    assert 0 < len(keep_ref) < 40
+    assert got == pytest.approx(
+        fid_from_features(feats.image_features(ref[keep_ref]), feats.image_features(images[keep_gen]))
+    )

@@ -143,9 +143,9 @@ def generate_set(pipe, ps: PromptSet, cfg: EvalConfig, detector=None, progress: 
 def _reference_images(cfg: EvalConfig, n: int, size: int) -> torch.Tensor | None:
     """Real images for FID: rendered world scenes, or the user's folder resized to the model's size."""
     if is_world(cfg) and cfg.reference_images is None:
-        from erasekit.world.render import render, sample_scenes
+        from erasekit.world.render import render
 
-        return (render(sample_scenes(n, torch.Generator().manual_seed(cfg.seed + 4242)), size) + 1) / 2
+        return (render(_reference_scenes(cfg, n), size) + 1) / 2
     if cfg.reference_images is None:
         return None
     import numpy as np
@@ -160,6 +160,25 @@ def _reference_images(cfg: EvalConfig, n: int, size: int) -> torch.Tensor | None
         raise ErasekitError(f"{cfg.reference_images} holds fewer than 2 PNG/JPEG images: give a folder of real images")
     arrays = [torch.from_numpy(np.array(Image.open(f).convert("RGB").resize((size, size)))) for f in files]
     return torch.stack(arrays).permute(0, 3, 1, 2).float() / 255
+
+
+def _reference_scenes(cfg: EvalConfig, n: int) -> list:
+    from erasekit.world.render import sample_scenes
+
+    return sample_scenes(n, torch.Generator().manual_seed(cfg.seed + 4242))
+
+
+def _fid_without_concept(cfg: EvalConfig, ps: PromptSet, detector, feats, images, ref) -> float | None:
+    """FID over the world prompts that do not ask for the concept, against reference scenes without it (shapes
+    world only): a successful erasure changes the concept's own images, which the plain FID also counts."""
+    attr = getattr(detector, "attribute", None)
+    if not is_world(cfg) or cfg.reference_images is not None or attr not in ps.labels or ref is None:
+        return None
+    gen_rows = [i for i, v in enumerate(ps.labels[attr]) if v != detector.index]
+    ref_rows = [i for i, s in enumerate(_reference_scenes(cfg, len(ref))) if getattr(s, attr) != detector.index]
+    if min(len(gen_rows), len(ref_rows)) < 2:
+        return None
+    return fid_from_features(feats.image_features(ref[ref_rows]), feats.image_features(images[gen_rows]))
 
 
 def _feature_model(cfg: EvalConfig):
@@ -195,6 +214,7 @@ def _utility_metrics(pipe, ps: PromptSet, cfg: EvalConfig, detector, progress: b
     metrics = {
         "clip_score": clip.clip_score(images, ps.prompts).mean().item(),
         "fid": fid_from_features(feats.image_features(ref), feats.image_features(images)) if ref is not None else None,
+        "fid_without_concept": _fid_without_concept(cfg, ps, detector, feats, images, ref),
     }
     if ps.labels:
         labels = {a: ps.labels[a] for a in ("shape", "colour")}

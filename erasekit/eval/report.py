@@ -21,6 +21,7 @@ COLUMNS = (  # (header, getter, format)
     ("ASR token", lambda m: (m.get("asr_token") or {}).get("asr"), "{:.1%}"),
     ("retained acc.", lambda m: m.get("retained_accuracy"), "{:.1%}"),
     ("FID", lambda m: m.get("fid"), "{:.2f}"),
+    ("FID w/o concept", lambda m: m.get("fid_without_concept"), "{:.2f}"),
     ("CLIP score", lambda m: m.get("clip_score"), "{:.3f}"),
     ("train s", lambda m: (m.get("training") or {}).get("wall_s"), "{:.0f}"),
     ("train UNet evals", lambda m: (m.get("training") or {}).get("unet_rows"), "{:,}"),
