@@ -29,12 +29,12 @@ METHODS: dict[str, tuple[str, str, dict]] = {
     "ItD": ("erasekit.methods.itd", "ItdConfig", {}),
 }
 COMBINED = {"ItD+AdvUnlearn": ("AdvUnlearn", "ItD")}  # (text encoder from, patch from)
-# Short schedules for the shapes world that keep the whole table under 30 minutes on 2 CPU cores; YAML
-# `methods:` entries override them key by key.
+# Per-row options on top of each method's shapes-world recipe (its config's SHAPES_DEFAULTS); YAML `methods:`
+# entries override them key by key.
 SHAPES_METHODS: dict[str, dict] = {
-    "ESD": {"component": "unet", "part": "xattn"},  # the rest: EsdConfig.SHAPES_DEFAULTS
-    "AT-ESD": {"steps": 300, "warmup": 60, "lr": 5e-4, "schedule": "cheap", "attack_every": 2},
-    "AdvUnlearn": {"steps": 300, "warmup": 60, "lr": 5e-4, "schedule": "cheap", "attack_every": 2},
+    "ESD": {"component": "unet", "part": "xattn"},
+    "AT-ESD": {},
+    "AdvUnlearn": {},
     "ItD": {},
 }
 
