@@ -136,7 +136,7 @@ def test_fid_without_concept_uses_only_rows_without_it() -> None:
     ps = PromptSet("w", ["p"] * 40, list(range(40)), {"shape": shapes, "colour": [0] * 40})
     feats = SimpleNamespace(image_features=lambda x: x.flatten(1)[:, :6])
     detector = SimpleNamespace(attribute="shape", index=0)
-    got = _fid_without_concept(cfg, ps, detector, feats, images, ref)
+    got = _fid_without_concept(cfg, ps, detector, feats.image_features(images), feats.image_features(ref))
     keep_ref = [i for i, sc in enumerate(_reference_scenes(cfg, 40)) if sc.shape != 0]
     keep_gen = [i for i, v in enumerate(shapes) if v != 0]
     assert 0 < len(keep_ref) < 40

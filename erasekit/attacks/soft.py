@@ -34,9 +34,12 @@ class SuccessLatch:
         self.saved: torch.Tensor | None = None
         self.done: torch.Tensor | None = None
 
-    def __call__(self, step: int, candidate: torch.Tensor) -> None:
-        if self.check is None or step % self.every:
-            return
+    def due(self, step: int) -> bool:
+        """Whether step `step` (1-based) is a check step."""
+        return self.check is not None and step % self.every == 0
+
+    def __call__(self, candidate: torch.Tensor) -> None:
+        """Judge `candidate` (call it on the steps that are `due`)."""
         candidate = candidate.detach().cpu()
         if self.saved is None:
             self.saved, self.done = candidate.clone(), torch.zeros(len(candidate), dtype=torch.bool)
@@ -103,7 +106,8 @@ def optimize_embeddings(
         else:
             emb.grad = grad.sign() if config.optimizer == "signed_adam" else grad
             adam.step()
-        latch(step, emb)
+        if latch.due(step):
+            latch(emb)
         if latch.all_done:
             break
     return latch.finish(emb), loss.detach()

@@ -78,11 +78,13 @@ def optimize_tokens(
     """
     vocab = torch.tensor(allowed)
     latch = SuccessLatch(check, check_every)
-    table = token_embedding(pair.text_encoder).weight.detach()[torch.tensor(allowed)]  # (V_a, D)
+    table = token_embedding(pair.text_encoder).weight.detach()[vocab]  # (V_a, D)
     b, k = slots.positions.shape
     logits = (0.01 * torch.randn(b, k, len(allowed), generator=generator)).to(table.device).requires_grad_(True)
     adam = torch.optim.Adam([logits], lr=config.lr)
-    fixed = [provider(torch.Generator().manual_seed(i)) for i in range(config.select_draws)]
+    fixed = [
+        provider(torch.Generator().manual_seed(i)) for i in range(config.select_draws if config.select_every else 0)
+    ]
     best = torch.zeros(b, k, dtype=torch.long)
     best_loss = torch.full((b,), float("inf"))
     loss = torch.zeros(b)
@@ -100,7 +102,8 @@ def optimize_tokens(
                 score = sum(attack_loss(pair, slots, table[current], *draw) for draw in fixed).cpu() / len(fixed)
             better = score < best_loss
             best[better], best_loss[better] = current.cpu()[better], score[better]
-        latch(step, vocab[logits.detach().argmax(-1).cpu()])
+        if latch.due(step):
+            latch(vocab[logits.detach().argmax(-1).cpu()])
         if latch.all_done:
             break
     if not config.select_every:

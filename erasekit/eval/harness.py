@@ -168,17 +168,20 @@ def _reference_scenes(cfg: EvalConfig, n: int) -> list:
     return sample_scenes(n, torch.Generator().manual_seed(cfg.seed + 4242))
 
 
-def _fid_without_concept(cfg: EvalConfig, ps: PromptSet, detector, feats, images, ref) -> float | None:
+def _fid_without_concept(
+    cfg: EvalConfig, ps: PromptSet, detector, gen_feats: torch.Tensor, ref_feats: torch.Tensor | None
+) -> float | None:
     """FID over the world prompts that do not ask for the concept, against reference scenes without it (shapes
-    world only): a successful erasure changes the concept's own images, which the plain FID also counts."""
+    world only): a successful erasure changes the concept's own images, which the plain FID also counts.
+    gen_feats (N, F) / ref_feats (M, F): the features of all generated / reference images, rows as in the sets."""
     attr = getattr(detector, "attribute", None)
-    if not is_world(cfg) or cfg.reference_images is not None or attr not in ps.labels or ref is None:
+    if not is_world(cfg) or cfg.reference_images is not None or attr not in ps.labels or ref_feats is None:
         return None
     gen_rows = [i for i, v in enumerate(ps.labels[attr]) if v != detector.index]
-    ref_rows = [i for i, s in enumerate(_reference_scenes(cfg, len(ref))) if getattr(s, attr) != detector.index]
+    ref_rows = [i for i, s in enumerate(_reference_scenes(cfg, len(ref_feats))) if getattr(s, attr) != detector.index]
     if min(len(gen_rows), len(ref_rows)) < 2:
         return None
-    return fid_from_features(feats.image_features(ref[ref_rows]), feats.image_features(images[gen_rows]))
+    return fid_from_features(ref_feats[ref_rows], gen_feats[gen_rows])
 
 
 def _feature_model(cfg: EvalConfig):
@@ -211,10 +214,12 @@ def _utility_metrics(pipe, ps: PromptSet, cfg: EvalConfig, detector, progress: b
     clip, feats = _feature_model(cfg)
     images = generate_set(pipe, ps, cfg, None, progress)["images"]
     ref = _reference_images(cfg, len(ps), images.shape[-1])
+    gen_feats = feats.image_features(images)
+    ref_feats = feats.image_features(ref) if ref is not None else None
     metrics = {
         "clip_score": clip.clip_score(images, ps.prompts).mean().item(),
-        "fid": fid_from_features(feats.image_features(ref), feats.image_features(images)) if ref is not None else None,
-        "fid_without_concept": _fid_without_concept(cfg, ps, detector, feats, images, ref),
+        "fid": fid_from_features(ref_feats, gen_feats) if ref_feats is not None else None,
+        "fid_without_concept": _fid_without_concept(cfg, ps, detector, gen_feats, ref_feats),
     }
     if ps.labels:
         labels = {a: ps.labels[a] for a in ("shape", "colour")}
