@@ -21,7 +21,7 @@ WORKER = """
 import sys
 import torch
 from safetensors.torch import save_file
-from erasekit.eval.distributed import is_main_process, map_in_order, shard, world_size
+from erasekit.eval.distributed import finish, is_main_process, map_in_order, shard, world_size
 from erasekit.generation import generate
 from erasekit.pipeline import load_pipeline
 
@@ -34,8 +34,10 @@ run = lambda idx: {
     "odd": torch.tensor([i % 2 == 1 for i in idx]),
 }
 out = map_in_order(run, len(prompts))
-if is_main_process():
-    save_file({**out, "world": torch.tensor(world_size())}, sys.argv[1])
+main, size = is_main_process(), world_size()
+finish()
+if main:
+    save_file({**out, "world": torch.tensor(size)}, sys.argv[1])
 """
 
 
@@ -101,8 +103,9 @@ def test_two_processes_gather_in_prompt_order(tmp_path: Path, shapes_pipe) -> No
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "", "GLOO_SOCKET_IFNAME": "lo"}
     if (why := gloo_unavailable(tmp_path, env)) is not None:
         pytest.skip(f"this host cannot run even a bare two-process gloo all-reduce: {why}")
-    # One retry on a fresh port: a launch on a busy shared host can lose its rendezvous port between free_port()
-    # and the bind. A second failure is a real one, reported with the workers' own errors.
+    # The worker calls `finish()`: without it rank 1 left while rank 0 still held the gloo group and aborted
+    # ("terminate called without an active exception", about 1 launch in 10). One retry on a fresh port remains
+    # for rendezvous-port races on a busy host; it warns with the first failure, and a second failure fails.
     for attempt in range(2):
         proc = subprocess.run(cmd(free_port()), env=env, capture_output=True, text=True, timeout=240)
         if proc.returncode == 0:

@@ -52,7 +52,7 @@ def evaluate(
 ) -> None:
     """Generate, detect, attack and score one model; write result.json and report.html to --output."""
     from erasekit.config import load_config
-    from erasekit.eval.distributed import is_main_process
+    from erasekit.eval.distributed import finish, is_main_process
     from erasekit.eval.harness import EvalConfig
     from erasekit.eval.harness import evaluate as run
     from erasekit.eval.report import markdown_table, write_report
@@ -74,7 +74,9 @@ def evaluate(
             opts[kind] = {**opts.get(kind, {}), "steps": attack_steps}
         cfg = cfg.model_copy(update={"attack_options": opts})
     result = run(cfg, progress=not as_json)
-    if not is_main_process():
+    main = is_main_process()
+    finish()
+    if not main:
         return
     output.mkdir(parents=True, exist_ok=True)
     report = write_report({_row_name(cfg): result}, output / "report.html", f"erasekit evaluate: {cfg.concept}")

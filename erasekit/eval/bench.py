@@ -149,11 +149,13 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
 def bench_report(cfg: BenchConfig, output: Path, progress: bool = True) -> dict | None:
     """Run the bench, write `output/report.html` and `output/bench.json`; returns that JSON's payload (None on
     processes other than the main one) with the Markdown table under "table"."""
-    from erasekit.eval.distributed import is_main_process
+    from erasekit.eval.distributed import finish, is_main_process
     from erasekit.eval.report import markdown_table, write_report
 
     results = run_bench(cfg, output, progress)
-    if not is_main_process():
+    main = is_main_process()
+    finish()
+    if not main:
         return None
     done = {k: v for k, v in results.items() if not isinstance(v, str)}
     title = f"erasekit bench: erase '{cfg.concept}' on the {cfg.world} world"

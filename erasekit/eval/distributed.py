@@ -30,6 +30,16 @@ def is_main_process() -> bool:
     return _state().is_main_process
 
 
+def finish() -> None:
+    """End the distributed part of a run: wait for every process, then tear the process group down. A process
+    that exits while others still hold the gloo group aborts ("terminate called without an active exception"),
+    which fails the whole launch. Afterwards only the main process should go on writing results."""
+    state = _state()
+    if state.num_processes > 1:
+        state.wait_for_everyone()
+        state.destroy_process_group()
+
+
 def shard(n: int) -> list[int]:
     """This process's row indices of 0..n-1: contiguous, sizes differing by at most one (all rows when n < size)."""
     state = _state()
