@@ -53,6 +53,16 @@ def test_warmup_is_esd_then_the_attack_moves_c_star():
     assert "attack" in trainer.log and not torch.equal(trainer.adv.emb, start)
 
 
+def test_attack_pool_moves_only_the_members_the_rows_use():
+    trainer = AdvUnlearnTrainer(load_pipeline("shapes"), _config(warmup=0, attack_pool=6, batch_size=2))
+    trainer.build_bank()
+    start = trainer.adv.emb.clone()  # (pool, k, D)
+    assert start.shape[:2] == (6, trainer.slots.k)
+    trainer.loss(0, torch.Generator().manual_seed(5))
+    moved = (trainer.adv.emb != start).flatten(1).any(1)
+    assert 1 <= int(moved.sum()) <= 2  # the two concept rows' members; the rest of the pool waits its turn
+
+
 def test_killed_run_resumes_to_the_same_weights_and_c_star(tmp_path, run_killed):
     cfg = _config()
     whole = AdvUnlearnTrainer(load_pipeline("shapes"), cfg)

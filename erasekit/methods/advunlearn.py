@@ -62,6 +62,7 @@ class AdvUnlearnConfig(EsdConfig):
     warmup: int = Field(200, ge=0)
     attack: InnerAttackConfig = InnerAttackConfig()
     attack_init: Literal["previous", "random"] = "previous"
+    attack_pool: int = Field(1, ge=1)  # adversarial prompts kept (1 = the authors' single c*); rows draw one each
     attack_every: int = Field(1, ge=1)
     schedule: Literal["faithful", "cheap"] = "cheap"
 
@@ -80,7 +81,7 @@ class AdvUnlearnConfig(EsdConfig):
 
 
 class AdversarialPrompt(torch.nn.Module):
-    """c*: the current adversarial embeddings (k, D), a buffer so checkpoints carry it."""
+    """c*: the current adversarial embeddings (pool, k, D), a buffer so checkpoints carry it."""
 
     def __init__(self, emb: torch.Tensor) -> None:
         super().__init__()
@@ -101,7 +102,8 @@ class AdvUnlearnTrainer(EsdTrainer):
             self.retain_o = encode(self.pair.text_encoder_o, self.retain_ids)  # (R, L, D)
         self.slots = build_slots(self.tokenizer, self.prompts, config.attack.mode, config.attack.k, config.concepts[0])
         g = torch.Generator().manual_seed(config.seed * 7 + 3)
-        self.adv = AdversarialPrompt(random_token_embeddings(self.pair.text_encoder_o, (self.slots.k,), g))
+        pool = (config.attack_pool, self.slots.k)
+        self.adv = AdversarialPrompt(random_token_embeddings(self.pair.text_encoder_o, pool, g))
         self.retain_bank: TrajectoryBank | None = None
 
     def extra_state(self) -> dict[str, torch.nn.Module]:
@@ -120,8 +122,20 @@ class AdvUnlearnTrainer(EsdTrainer):
             out.append(perm[pos % n])
         return torch.stack(out)
 
-    def inner_attack(self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator) -> None:
-        """Update c* against the current model (eq. 4 with the optimiser of eq. 7 / fast_at)."""
+    def pool_rows(self, batch: int, g: torch.Generator) -> torch.Tensor | None:
+        """(batch,) pool indices of the c* each concept row uses; None for the single shared c* (attack_pool 1)."""
+        if self.config.attack_pool == 1:
+            return None
+        return torch.randint(self.config.attack_pool, (batch,), generator=g)
+
+    def adversarial(self, rows: torch.Tensor | None) -> torch.Tensor:
+        """c* for the rows: (k, D) shared, or (B, k, D) one pool member per row."""
+        return self.adv.emb[0] if rows is None else self.adv.emb[rows]
+
+    def inner_attack(
+        self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, rows: torch.Tensor | None, g: torch.Generator
+    ) -> None:
+        """Update c* (the rows' pool members) against the current model (eq. 4 with the optimiser of eq. 7 / fast_at)."""
         cfg = self.config
         slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
         if cfg.schedule == "cheap":
@@ -137,11 +151,15 @@ class AdvUnlearnTrainer(EsdTrainer):
                 with torch.no_grad():
                     return xx, tt, self.pair.eps(xx, tt, self.ctx_o[pp], original=True)
 
-        init = self.adv.emb
+        init = self.adversarial(rows)
         if cfg.attack_init == "random":
-            init = random_token_embeddings(self.pair.text_encoder_o, (slots.k,), g)
+            init = random_token_embeddings(self.pair.text_encoder_o, tuple(init.shape[:-1]), g)
         emb, loss = optimize_embeddings(self.pair, slots, init, provider, cfg.attack, g)
-        self.adv.emb.copy_(emb)
+        emb = emb.detach()
+        if rows is None:
+            self.adv.emb[0] = emb
+        else:
+            self.adv.emb[rows] = emb
         self.log["attack"] = loss.mean().item()
 
     def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
@@ -154,10 +172,11 @@ class AdvUnlearnTrainer(EsdTrainer):
             ids_r, ctx_r = torch.cat([ids_r, self.null_ids]), torch.cat([ctx_r, self.null_o])
         xr, tr, _ = self.sample_xt(len(ids_r), g, self.retain_bank, self.retain_o)
         if step >= cfg.warmup:
+            rows = self.pool_rows(len(x), g)
             if (step - cfg.warmup) % cfg.attack_every == 0:
-                self.inner_attack(x, t, prompt, g)
+                self.inner_attack(x, t, prompt, rows, g)
             slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
-            ctx = encode_injected(self.pair.text_encoder, slots, self.adv.emb)
+            ctx = encode_injected(self.pair.text_encoder, slots, self.adversarial(rows))
         else:
             ctx = self.context(self.ids[prompt])
         b = len(x)
