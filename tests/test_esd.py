@@ -68,7 +68,7 @@ def test_esd_pushes_concept_eps_toward_the_target(tmp_path):
 
     def loss() -> float:
         with torch.no_grad():
-            return trainer.esd_loss(x, t, prompt, trainer.context(trainer.ids[prompt])).item()
+            return trainer.objective(x, t, prompt, trainer.context(trainer.ids[prompt]), None).item()
 
     start = loss()
     trainer.run(tmp_path, progress=False)

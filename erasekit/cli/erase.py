@@ -103,12 +103,14 @@ def erase(
     eta: Annotated[float | None, typer.Option(help="ESD negative guidance eta.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
     checkpoint_every: Annotated[int | None, typer.Option(help="Steps between checkpoints.")] = None,
-    gamma: Annotated[float | None, typer.Option(help="AdvUnlearn retain weight (0 = AT-ESD).")] = None,
+    gamma: Annotated[
+        float | None, typer.Option(help="Retain-term weight, eq. 6 (ESD: 0 = the paper; AdvUnlearn: 0 = AT-ESD).")
+    ] = None,
     warmup: Annotated[int | None, typer.Option(help="AdvUnlearn: plain-ESD iterations first.")] = None,
     schedule: Annotated[str | None, typer.Option(help="AdvUnlearn: faithful | cheap")] = None,
     attack_steps: Annotated[int | None, typer.Option(help="AdvUnlearn: inner attack steps.")] = None,
     attack_every: Annotated[int | None, typer.Option(help="AdvUnlearn: refresh c* every N iterations.")] = None,
-    retain_batch: Annotated[int | None, typer.Option(help="AdvUnlearn: retain prompts per iteration.")] = None,
+    retain_batch: Annotated[int | None, typer.Option(help="Retain prompts per step (gamma > 0).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Erase CONCEPT from MODEL with METHOD; writes the changed component + erasekit.json to OUTPUT."""

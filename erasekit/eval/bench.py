@@ -31,8 +31,9 @@ METHODS: dict[str, tuple[str, str, dict]] = {
 COMBINED = {"ItD+AdvUnlearn": ("AdvUnlearn", "ItD")}  # (text encoder from, patch from)
 # Per-row options on top of each method's shapes-world recipe (its config's SHAPES_DEFAULTS); YAML `methods:`
 # entries override them key by key.
+# The ESD row is the papers' baseline: ESD-x without the retain term (gamma 0) that our shapes recipe adds.
 SHAPES_METHODS: dict[str, dict] = {
-    "ESD": {"component": "unet", "part": "xattn"},
+    "ESD": {"component": "unet", "part": "xattn", "gamma": 0.0},
     "AT-ESD": {},
     "AdvUnlearn": {},
     "ItD": {},

@@ -61,10 +61,11 @@ def default_prompts(config: BaseModel, model: str) -> BaseModel:
     """Fill a method config's empty prompt lists for `model`; shapes-world concepts are checked here too.
 
     For the shapes world a config class's `SHAPES_DEFAULTS` (a ClassVar dict) replaces the SD defaults of the
-    options the user left unset (AdvUnlearn's shapes recipe).
+    options the user left unset (the ESD and AdvUnlearn shapes recipes).
 
     `prompts`: for the shapes world, `shapes_concept_prompts` (elsewhere: the concept words themselves).
-    `retain_prompts` (AdvUnlearn): the shapes world's retain prompts, or the shipped SD retain set.
+    `retain_prompts` (only when the retain term is on, gamma > 0): the shapes world's retain prompts, or the
+    shipped SD retain set.
     """
     from erasekit.pipeline import SHAPES
 
@@ -77,6 +78,6 @@ def default_prompts(config: BaseModel, model: str) -> BaseModel:
         config = with_defaults(config, getattr(type(config), "SHAPES_DEFAULTS", {}))
         if "prompts" in type(config).model_fields and not config.prompts:
             update["prompts"] = shapes_concept_prompts(config.concepts)
-    if "retain_prompts" in type(config).model_fields and not config.retain_prompts:
+    if getattr(config, "gamma", 0) > 0 and not config.retain_prompts:
         update["retain_prompts"] = shapes_retain_prompts(config.concepts) if model == SHAPES else sd_retain_prompts()
     return config.model_copy(update=update) if update else config

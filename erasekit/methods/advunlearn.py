@@ -31,14 +31,12 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from pydantic import Field, model_validator
 
 from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
-from erasekit.diffusion import TrajectoryBank
 from erasekit.methods.esd import EsdConfig, EsdTrainer
-from erasekit.text import Slots, build_slots, check_prompts, encode, encode_injected, random_token_embeddings, token_ids
+from erasekit.text import Slots, build_slots, check_prompts, encode_injected, random_token_embeddings
 
 
 class InnerAttackConfig(SoftAttackConfig):
@@ -56,9 +54,6 @@ class AdvUnlearnConfig(EsdConfig):
     component: Literal["unet", "text_encoder"] = "text_encoder"
     part: str = "all"
     gamma: float = Field(0.5, ge=0)  # 0.3 for nudity in the paper; 0 = AT-ESD
-    retain_prompts: list[str] = []  # [] = filled by erasekit.methods.default_prompts (CLI does it)
-    retain_batch: int = Field(5, ge=1)
-    retain_null: bool = False  # also keep the empty prompt (CFG's unconditional branch) in every retain batch
     warmup: int = Field(200, ge=0)
     attack: InnerAttackConfig = InnerAttackConfig()
     attack_init: Literal["previous", "random"] = "previous"
@@ -94,33 +89,14 @@ class AdvUnlearnTrainer(EsdTrainer):
     def __init__(self, pipe: StableDiffusionPipeline, config: AdvUnlearnConfig) -> None:
         super().__init__(pipe, config)
         self.config: AdvUnlearnConfig = config
-        check_prompts(self.tokenizer, config.retain_prompts)
         check_prompts(self.tokenizer, self.prompts, reserve=config.attack.k)
-        self.retain_ids = token_ids(self.tokenizer, config.retain_prompts)  # (R, L)
-        self.null_ids = token_ids(self.tokenizer, [""])  # (1, L)
-        with torch.no_grad():
-            self.retain_o = encode(self.pair.text_encoder_o, self.retain_ids)  # (R, L, D)
         self.slots = build_slots(self.tokenizer, self.prompts, config.attack.mode, config.attack.k, config.concepts[0])
         g = torch.Generator().manual_seed(config.seed * 7 + 3)
         pool = (config.attack_pool, self.slots.k)
         self.adv = AdversarialPrompt(random_token_embeddings(self.pair.text_encoder_o, pool, g))
-        self.retain_bank: TrajectoryBank | None = None
 
     def extra_state(self) -> dict[str, torch.nn.Module]:
         return {"adversarial_prompt": self.adv}
-
-    def build_bank(self) -> None:
-        super().build_bank()
-        self.retain_bank = self.make_bank(self.retain_o, self.config.cache_size, 2)
-
-    def retain_indices(self, step: int) -> torch.Tensor:
-        """(retain_batch,) prompt indices: drawn without replacement, refilled (new permutation) when used up."""
-        n, r = len(self.retain_ids), self.config.retain_batch
-        out = []
-        for pos in range(step * r, (step + 1) * r):
-            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + pos // n))
-            out.append(perm[pos % n])
-        return torch.stack(out)
 
     def pool_rows(self, batch: int, g: torch.Generator) -> torch.Tensor | None:
         """(batch,) pool indices of the c* each concept row uses; None for the single shared c* (attack_pool 1)."""
@@ -162,33 +138,18 @@ class AdvUnlearnTrainer(EsdTrainer):
             self.adv.emb[rows] = emb
         self.log["attack"] = loss.mean().item()
 
-    def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
-        """Eq. 6 with c* from the inner attack (after warm-up), in one UNet call when the UNet is shared."""
+    def concept_context(
+        self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
+    ) -> torch.Tensor:
+        """The concept prompts during warm-up, then the prompts with c* from the inner attack (eq. 6's first term)."""
         cfg = self.config
-        x, t, prompt = self.sample_xt(cfg.batch_size, g)
-        r = self.retain_indices(step)
-        ids_r, ctx_r = self.retain_ids[r], self.retain_o[r]  # (R_b, L), (R_b, L, D)
-        if cfg.retain_null:  # c_bar = "" as well: the sampler's unconditional eps reads the trained encoder too
-            ids_r, ctx_r = torch.cat([ids_r, self.null_ids]), torch.cat([ctx_r, self.null_o])
-        xr, tr, _ = self.sample_xt(len(ids_r), g, self.retain_bank, self.retain_o)
-        if step >= cfg.warmup:
-            rows = self.pool_rows(len(x), g)
-            if (step - cfg.warmup) % cfg.attack_every == 0:
-                self.inner_attack(x, t, prompt, rows, g)
-            slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
-            ctx = encode_injected(self.pair.text_encoder, slots, self.adversarial(rows))
-        else:
-            ctx = self.context(self.ids[prompt])
-        b = len(x)
-        null = self.null_o.expand(b, -1, -1)
-        e_o, e = self.pair.eps_joint(
-            torch.cat([x, x, xr]), torch.cat([t, t, tr]), torch.cat([null, self.ctx_o[prompt], ctx_r]),
-            torch.cat([x, xr]), torch.cat([t, tr]), torch.cat([ctx, self.context(ids_r)]),
-        )  # fmt: skip
-        esd = F.mse_loss(e[:b], self.esd_target(e_o[:b], e_o[b : 2 * b]))  # eq. 3 at c*
-        retain = F.mse_loss(e[b:], e_o[2 * b :])  # eq. 6, second term
-        self.log["esd"], self.log["retain"] = esd.item(), retain.item()
-        return esd + cfg.gamma * retain  # eq. 6
+        if step < cfg.warmup:
+            return super().concept_context(step, x, t, prompt, g)
+        rows = self.pool_rows(len(x), g)
+        if (step - cfg.warmup) % cfg.attack_every == 0:
+            self.inner_attack(x, t, prompt, rows, g)
+        slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
+        return encode_injected(self.pair.text_encoder, slots, self.adversarial(rows))
 
 
 def erase(pipe: StableDiffusionPipeline, config: AdvUnlearnConfig, output, progress: bool = True) -> dict:

@@ -3,6 +3,11 @@ points away from the concept (eq. 2-3 of the method notes).
 
     target  = eps_o(x_t|null) - eta * (eps_o(x_t|c_e) - eps_o(x_t|null))        (eq. 2)
     loss    = || eps_theta(x_t|c_e) - target ||^2                                (eq. 3)
+            + gamma * E_{c_bar in retain} || eps_theta(x_t|c_bar) - eps_o(x_t|c_bar) ||^2   (optional, eq. 6)
+
+gamma = 0 (the default) is the paper's ESD. gamma > 0 adds AdvUnlearn's utility-retention term (eq. 6, second
+term) on a batch of retain prompts, whose x_t come from the original model on those prompts (a second bank in
+cached mode); concept and retain rows share one UNet call.
 
 x_t comes from the original model: `xt_mode="ddim"` (faithful, as the ESD/AdvUnlearn code) runs DDIM (eta 0)
 from fresh noise on the concept prompt at `start_guidance` and stops at a random step i of `ddim_steps`;
@@ -11,15 +16,18 @@ way the UNet is queried at a DDPM timestep drawn inside the DDIM interval [tau_i
 (The ESD code maps the step index to the timestep in reverse; we keep x_t's noise level and t aligned.)
 
 Shapes world (`SHAPES_DEFAULTS`, applied to unset options by `erasekit.methods.default_prompts`): ESD-x needs far
-more than SD's lr 1e-5. On the bundled world (circle rate 98 %, other shapes 0.94 on held-out prompts) the recipe
-`part=xattn, lr=1e-3, eta=3, steps=600, batch_size=4, xt_mode=cached` with the concept-only prompts of
-`erasekit.methods.shapes_concept_prompts` takes circles to 16 % but other shapes to 0.54: the push away from
-"circle" makes every shape pointier (squares turn into trapezoids, crosses into stars). Milder settings trade
-erasure for utility without reaching both (lr 3e-4, eta 1: 26 % / 0.68; xattn-kv: 26 % / 0.60; full world prompts
-as training prompts: colour accuracy collapses to 0.14). The paper's ESD has no term that protects other concepts.
+more than SD's lr 1e-5, and the paper's ESD (gamma 0) cannot keep the other shapes in this small world. Measured on
+the bundled world (circle rate 98 %, other shapes 0.94 on 50 + 50 held-out prompts), `part=xattn, lr=1e-3, eta=3,
+steps=600, batch_size=4, xt_mode=cached` with the concept-only prompts of `erasekit.methods.shapes_concept_prompts`:
+- gamma 0 (the paper): circles 16 %, other shapes 0.54. The push away from "circle" makes every shape pointier
+  (squares turn into trapezoids, crosses into stars). Milder settings trade erasure for utility without reaching
+  both (lr 3e-4, eta 1: 26 % / 0.68; xattn-kv: 26 % / 0.60; the bare word "circle" as the only prompt: 20 % / 0.50;
+  full world prompts as training prompts: colour accuracy collapses to 0.14).
+- gamma 1: 10 % / 0.68. gamma 10 (the recipe, with 24 retain prompts + the empty prompt per step, DDIM 25, 32
+  cached trajectories per bank): circles 6 %, other shapes 0.86 (92 % of the original), FID 1.60 (original 2.00).
 
-`EsdTrainer` is the engine AdvUnlearn reuses: `loss(step, g)` is the one thing a subclass changes, `extra_state()`
-adds modules to the checkpoint, and the UNet-evaluation counter, warm-up step count, checkpoint/resume and the
+`EsdTrainer` is the engine AdvUnlearn reuses: `concept_context(...)` (the context the concept rows are trained
+at) is the one thing a subclass changes, `extra_state()` adds modules to the checkpoint, and the UNet-evaluation counter, warm-up step count, checkpoint/resume and the
 artifact writing are shared.
 """
 
@@ -42,6 +50,10 @@ from erasekit.errors import ErasekitError
 from erasekit.methods.trainable import select_parameters
 from erasekit.text import check_prompts, concept_tokens, encode, token_ids
 
+Retain = tuple[
+    torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor
+]  # x_t (R,C,h,w), t (R,), ids (R,L), ctx_o (R,L,D)
+
 
 class EsdConfig(BaseModel):
     """ESD options; defaults as in the ESD code for SD (lr 1e-5, eta 1, start guidance 3, DDIM 50, batch 1)."""
@@ -61,10 +73,15 @@ class EsdConfig(BaseModel):
     cache_size: int = Field(64, ge=1)  # trajectories in the bank (xt_mode="cached")
     seed: int = 0
     checkpoint_every: int = Field(100, ge=1)
+    gamma: float = Field(0.0, ge=0)  # weight of the retain term (eq. 6); 0 = the paper's ESD
+    retain_prompts: list[str] = []  # [] = filled by erasekit.methods.default_prompts when gamma > 0 (CLI does it)
+    retain_batch: int = Field(5, ge=1)  # retain prompts per step, drawn without replacement
+    retain_null: bool = False  # also keep the empty prompt (CFG's unconditional branch) in every retain batch
 
     # The shapes world's recipe (see the module docstring for what it measures).
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "lr": 1e-3, "eta": 3.0, "steps": 600, "batch_size": 4, "xt_mode": "cached",
+        "lr": 1e-3, "eta": 3.0, "steps": 600, "batch_size": 4, "xt_mode": "cached", "ddim_steps": 25,
+        "cache_size": 32, "gamma": 10.0, "retain_batch": 24, "retain_null": True, "checkpoint_every": 50,
     }  # fmt: skip
 
 
@@ -104,7 +121,14 @@ class EsdTrainer:
             pipe.unet.config.sample_size,
             pipe.unet.config.sample_size,
         )
+        self.null_ids = token_ids(self.tokenizer, [""])  # (1, L)
+        if config.gamma > 0:
+            check_prompts(self.tokenizer, config.retain_prompts)
+        self.retain_ids = token_ids(self.tokenizer, config.retain_prompts) if config.gamma > 0 else None  # (R, L)
+        with torch.no_grad():
+            self.retain_o = encode(self.pair.text_encoder_o, self.retain_ids) if config.gamma > 0 else None
         self.bank: TrajectoryBank | None = None
+        self.retain_bank: TrajectoryBank | None = None
         self.log: dict[str, float] = {}
 
     # ---- x_t ---------------------------------------------------------------------------------------------
@@ -118,8 +142,10 @@ class EsdTrainer:
         )
 
     def build_bank(self) -> None:
-        """The cached trajectories of xt_mode="cached" (concept prompts)."""
+        """The cached trajectories of xt_mode="cached" (concept prompts, and retain prompts when gamma > 0)."""
         self.bank = self.make_bank(self.ctx_o, self.config.cache_size, 1)
+        if self.config.gamma > 0:
+            self.retain_bank = self.make_bank(self.retain_o, self.config.cache_size, 2)
 
     def sample_xt(
         self, batch: int, g: torch.Generator, bank: TrajectoryBank | None = None, ctx: torch.Tensor | None = None
@@ -152,21 +178,58 @@ class EsdTrainer:
     def esd_target(self, eps_null: torch.Tensor, eps_concept: torch.Tensor) -> torch.Tensor:
         return eps_null - self.config.eta * (eps_concept - eps_null)  # eq. 2
 
-    def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
-        """Eq. 3 on a batch of x_t; the trained model sees the concept prompt."""
-        x, t, prompt = self.sample_xt(self.config.batch_size, g)
-        return self.esd_loss(x, t, prompt, self.context(self.ids[prompt]))
+    def retain_indices(self, step: int) -> torch.Tensor:
+        """(retain_batch,) prompt indices: drawn without replacement, refilled (new permutation) when used up."""
+        n, r = len(self.retain_ids), self.config.retain_batch
+        out = []
+        for pos in range(step * r, (step + 1) * r):
+            perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed * 1_000_003 + pos // n))
+            out.append(perm[pos % n])
+        return torch.stack(out)
 
-    def esd_loss(self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
-        """|| eps_theta(x_t|ctx) - target(c_e) ||^2 (eq. 3); ctx (B, L, D) may be an adversarial prompt's context."""
+    def retain_rows(self, step: int, g: torch.Generator) -> Retain:
+        """This step's retain prompts (plus "" with retain_null: the sampler's unconditional eps reads the trained
+        encoder too) with their x_t from the original model."""
+        r = self.retain_indices(step)
+        ids, ctx = self.retain_ids[r], self.retain_o[r]
+        if self.config.retain_null:
+            ids, ctx = torch.cat([ids, self.null_ids]), torch.cat([ctx, self.null_o])
+        x, t, _ = self.sample_xt(len(ids), g, self.retain_bank, self.retain_o)
+        return x, t, ids, ctx
+
+    def concept_context(
+        self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
+    ) -> torch.Tensor:
+        """(B, L, D) context the trained model sees for the concept rows: the concept prompts (ESD)."""
+        return self.context(self.ids[prompt])
+
+    def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
+        """Eq. 3 on a batch of x_t (+ gamma times the retain term of eq. 6), in one UNet call per model."""
+        cfg = self.config
+        x, t, prompt = self.sample_xt(cfg.batch_size, g)
+        retain = self.retain_rows(step, g) if cfg.gamma > 0 else None
+        return self.objective(x, t, prompt, self.concept_context(step, x, t, prompt, g), retain)
+
+    def objective(
+        self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, ctx: torch.Tensor, retain: Retain | None
+    ) -> torch.Tensor:
+        """|| eps_theta(x_t|ctx) - target(c_e) ||^2 (eq. 3; ctx (B, L, D) may be an adversarial prompt's context)
+        + gamma * || eps_theta(x_r|c_bar) - eps_o(x_r|c_bar) ||^2 over the retain rows (eq. 6)."""
         b = len(x)
         null = self.null_o.expand(b, -1, -1)
-        e_o, e = self.pair.eps_joint(
-            torch.cat([x, x]), torch.cat([t, t]), torch.cat([null, self.ctx_o[prompt]]), x, t, ctx
-        )
-        target = self.esd_target(e_o[:b], e_o[b:])
-        loss = F.mse_loss(e, target)  # eq. 3
+        xo, to, co, xs, ts, cs = [x, x], [t, t], [null, self.ctx_o[prompt]], [x], [t], [ctx]
+        if retain is not None:
+            xr, tr, ids_r, ctx_r = retain
+            xo, to, co = xo + [xr], to + [tr], co + [ctx_r]
+            xs, ts, cs = xs + [xr], ts + [tr], cs + [self.context(ids_r)]
+        cat = torch.cat
+        e_o, e = self.pair.eps_joint(cat(xo), cat(to), cat(co), cat(xs), cat(ts), cat(cs))
+        loss = F.mse_loss(e[:b], self.esd_target(e_o[:b], e_o[b : 2 * b]))  # eq. 3
         self.log["esd"] = loss.item()
+        if retain is not None:
+            kept = F.mse_loss(e[b:], e_o[2 * b :])  # eq. 6, second term
+            self.log["retain"] = kept.item()
+            loss = loss + self.config.gamma * kept
         return loss
 
     # ---- loop --------------------------------------------------------------------------------------------
