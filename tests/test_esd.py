@@ -76,6 +76,24 @@ def test_esd_pushes_concept_eps_toward_the_target(tmp_path):
     assert end < 0.8 * start
 
 
+def test_retain_term_rides_in_the_same_unet_call_and_is_off_by_default(tmp_path):
+    """gamma > 0 adds eq. 6's retain rows to the one call per model (cached: 2 calls a step either way)."""
+    from erasekit.methods import default_prompts
+
+    retain = ["a red square", "a blue star", "a green cross"]
+    runs = {}
+    for gamma in (0.0, 1.0):
+        cfg = EsdConfig(**TINY, xt_mode="cached", gamma=gamma, retain_prompts=retain, retain_batch=2, retain_null=True)
+        runs[gamma] = erase(load_pipeline("shapes"), cfg, tmp_path / str(gamma), progress=False)
+    assert runs[0.0]["unet_calls_per_step"] == runs[1.0]["unet_calls_per_step"] == 2
+    assert runs[1.0]["unet_rows_per_step"] == runs[0.0]["unet_rows_per_step"] + 2 * 3  # (2 retain + "") x 2 models
+    assert "last_retain" in runs[1.0] and "last_retain" not in runs[0.0]
+    paper = default_prompts(EsdConfig(concepts=["circle"], gamma=0.0), "shapes")
+    assert paper.retain_prompts == [] and default_prompts(EsdConfig(concepts=["circle"]), "shapes").gamma == 10.0
+    with pytest.raises(ErasekitError, match="empty"):
+        EsdTrainer(load_pipeline("shapes"), EsdConfig(**TINY, gamma=1.0))
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed):
     cfg = EsdConfig(**TINY, component="text_encoder", part="all", xt_mode="ddim")
     pipe = load_pipeline("shapes")

@@ -64,9 +64,9 @@ class AdvUnlearnConfig(EsdConfig):
     # The shapes world's recipe (applied by `erasekit.methods.default_prompts` to unset options; see the module
     # docstring for the measurements behind each value).
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "steps": 300, "warmup": 75, "lr": 1e-3, "batch_size": 2, "gamma": 3.0, "retain_batch": 24,
+        "steps": 500, "warmup": 75, "lr": 1e-3, "batch_size": 2, "gamma": 3.0, "retain_batch": 24,
         "retain_null": True, "ddim_steps": 25, "cache_size": 32, "checkpoint_every": 50,
-        "attack": {"k": 3, "lr": 1e-2, "steps": 10},
+        "attack": {"k": 3, "lr": 1e-2, "steps": 10}, "attack_pool": 32,
     }  # fmt: skip
 
     @model_validator(mode="after")
