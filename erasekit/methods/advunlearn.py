@@ -15,15 +15,19 @@ AT-ESD. Two schedules, counted by the UNet-evaluation counter:
               `attack_every` iterations.
 
 Shapes-world recipe (`AdvUnlearnConfig.SHAPES_DEFAULTS`, filled in for unset options by
-`erasekit.methods.default_prompts`), measured on the bundled world with the CLI (circle, 50 held-out prompts):
+`erasekit.methods.default_prompts`), measured on the bundled world with the CLI (circle, held-out prompts; the
+soft attack is the evaluation's: a 3-token prefix per prompt and seed, 200 Adam steps, judged every 25 steps):
 - `retain_null`: the empty prompt joins every retain batch. The sampler's unconditional branch reads the trained
-  encoder too; without it the empty prompt's context drifted by 46 % (relative norm) and circles under the soft
-  attack stayed at 82 % with 46 % before any attack. With it: 0 % before, 42-50 % under the soft attack.
-- lr 1e-3 (SD's 1e-5 barely moves the 0.3 M-parameter encoder in 300 iterations), gamma 3 (gamma 1: 50 % under
-  the soft attack, gamma 3: 42 %), retain batch 24 (extra rows of the same UNet call, no extra calls).
-- inner attack k = 3, 10 signed-Adam steps at lr 1e-2 per iteration (persistent c*), matching the evaluation's
-  3-token prefix attack: 12 UNet calls per attack iteration (the faithful schedule: 962 with the authors' 30).
-- DDIM 25 (the evaluation's sampler), 32 cached trajectories, 300 iterations with 75 of warm-up.
+  encoder too; without it the empty prompt's context drifted by 46 % (relative norm) and 46 % of circle prompts
+  still drew circles before any attack.
+- lr 1e-3 (SD's 1e-5 barely moves the 0.3 M-parameter encoder), gamma 3, retain batch 24 (extra rows of the same
+  UNet call, no extra calls).
+- inner attack k = 3, 10 signed-Adam steps at lr 1e-2 per iteration, matching the evaluation's 3-token prefix
+  attack: 12 UNet calls per attack iteration (the faithful schedule: 962 with the authors' 30 steps).
+- `attack_pool` 32: 32 persistent c*, each concept row continuing one of them. With the authors' single shared
+  c* (300 iterations) circles came back under the soft attack on 65 % of the first 20 prompts (76 % of 50);
+  with 16 c*: 35 %; with 32 c* and 500 iterations: 15 % (12 % of 50), other shapes 0.94 (original 0.94).
+- DDIM 25 (the evaluation's sampler), 32 cached trajectories, 500 iterations with 75 of warm-up.
 """
 
 from __future__ import annotations
