@@ -6,6 +6,12 @@ Trains a fresh UNet (another seed, optionally another width) from scratch with t
 text encoder frozen, the same data, loss, EMA and lr schedule as `erasekit.world.train`; resumable (rerun the
 same command). Writes the EMA UNet in diffusers layout to `<work>/ema_unet`, which the CLI takes as
 `--unet <work>/ema_unet` beside `--text-encoder <erased encoder>`.
+
+Measured (`--seed 1 --steps 2500 --batch 64`, about 35 min on 2 shared cores): on the 50 + 50 + 200 held-out
+prompts the second UNet with the bundled encoder draws circles for 98 % of circle prompts, other shapes 0.94,
+world FID 1.64. With the AdvUnlearn circle encoder trained on the first UNet (shapes recipe): circles 0 %, soft
+ASR 4 %, token ASR 0 % (`transfer_advunlearn.py`), other shapes 0.98. 1,000 steps at batch 32 was too weak
+(other shapes 0.36).
 """
 
 from __future__ import annotations
