@@ -113,20 +113,22 @@ class EsdTrainer:
         self.counter = UnetCounter().attach(self.pair.unet, self.pair.unet_o)
         self.taus = ddim_timesteps(config.ddim_steps, self.scheduler)
         self.ids = token_ids(self.tokenizer, self.prompts)  # (P, L)
+        self.null_ids = token_ids(self.tokenizer, [""])  # (1, L)
         with torch.no_grad():
             self.ctx_o = encode(self.pair.text_encoder_o, self.ids)  # (P, L, D), original encoder
-            self.null_o = encode(self.pair.text_encoder_o, token_ids(self.tokenizer, [""]))  # (1, L, D)
+            self.null_o = encode(self.pair.text_encoder_o, self.null_ids)  # (1, L, D)
         self.latent_shape = (
             pipe.unet.config.in_channels,
             pipe.unet.config.sample_size,
             pipe.unet.config.sample_size,
         )
-        self.null_ids = token_ids(self.tokenizer, [""])  # (1, L)
+        self.retain_ids: torch.Tensor | None = None  # (R, L)
+        self.retain_o: torch.Tensor | None = None  # (R, L, D), original encoder
         if config.gamma > 0:
             check_prompts(self.tokenizer, config.retain_prompts)
-        self.retain_ids = token_ids(self.tokenizer, config.retain_prompts) if config.gamma > 0 else None  # (R, L)
-        with torch.no_grad():
-            self.retain_o = encode(self.pair.text_encoder_o, self.retain_ids) if config.gamma > 0 else None
+            self.retain_ids = token_ids(self.tokenizer, config.retain_prompts)
+            with torch.no_grad():
+                self.retain_o = encode(self.pair.text_encoder_o, self.retain_ids)
         self.bank: TrajectoryBank | None = None
         self.retain_bank: TrajectoryBank | None = None
         self.log: dict[str, float] = {}
