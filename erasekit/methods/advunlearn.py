@@ -113,11 +113,18 @@ class AdvUnlearnTrainer(EsdTrainer):
         return self.adv.emb[0] if rows is None else self.adv.emb[rows]
 
     def inner_attack(
-        self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, rows: torch.Tensor | None, g: torch.Generator
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        prompt: torch.Tensor,
+        slots: Slots,
+        rows: torch.Tensor | None,
+        g: torch.Generator,
     ) -> None:
-        """Update c* (the rows' pool members) against the current model (eq. 4 with the optimiser of eq. 7 / fast_at)."""
+        """Update c* (the rows' pool members) against the current model (eq. 4 with the optimiser of eq. 7 / fast_at).
+
+        slots: the concept rows' prompts with their c* positions (B rows, as `prompt`)."""
         cfg = self.config
-        slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
         if cfg.schedule == "cheap":
             with torch.no_grad():
                 target = self.pair.eps(x, t, self.ctx_o[prompt], original=True)
@@ -150,9 +157,9 @@ class AdvUnlearnTrainer(EsdTrainer):
         if step < cfg.warmup:
             return super().concept_context(step, x, t, prompt, g)
         rows = self.pool_rows(len(x), g)
-        if (step - cfg.warmup) % cfg.attack_every == 0:
-            self.inner_attack(x, t, prompt, rows, g)
         slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
+        if (step - cfg.warmup) % cfg.attack_every == 0:
+            self.inner_attack(x, t, prompt, slots, rows, g)
         return encode_injected(self.pair.text_encoder, slots, self.adversarial(rows))
 
 
