@@ -94,6 +94,28 @@ def test_retain_term_rides_in_the_same_unet_call_and_is_off_by_default(tmp_path)
         EsdTrainer(load_pipeline("shapes"), EsdConfig(**TINY, gamma=1.0))
 
 
+def test_anchor_replaces_the_concept_word_in_eq2_reference(tmp_path):
+    """anchor=None: eq. 2's reference is the empty prompt; a word: the prompt with that word for the concept.
+    With the concept itself as anchor the target is eps_o(x_t|c) whatever eta, so the start loss is 0."""
+    prompts = ["a red circle on a black background", "circle", "a circled square"]
+    cfg = EsdConfig(**TINY, prompts=prompts, xt_mode="cached", eta=3.0)
+    trainer = EsdTrainer(load_pipeline("shapes"), cfg)
+    assert torch.equal(trainer.anchor_o, trainer.null_o.expand(3, -1, -1))
+    dropped = EsdTrainer(load_pipeline("shapes"), cfg.model_copy(update={"anchor": ""}))
+    assert dropped.anchor_prompts() == ["a red on a black background", "", "a circled square"]
+    same = EsdTrainer(load_pipeline("shapes"), cfg.model_copy(update={"anchor": "circle"}))
+    torch.testing.assert_close(same.anchor_o, same.ctx_o)
+    losses = []
+    for t in (trainer, same):
+        t.build_bank()
+        x, ts, prompt = t.sample_xt(4, torch.Generator().manual_seed(1))
+        with torch.no_grad():
+            losses.append(t.objective(x, ts, prompt, t.context(t.ids[prompt]), None).item())
+    assert losses[1] < 1e-8 < losses[0]
+    with pytest.raises(ErasekitError, match="name the concept"):
+        EsdTrainer(load_pipeline("shapes"), cfg.model_copy(update={"anchor": "", "prompts": ["a red square"]}))
+
+
 def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed):
     cfg = EsdConfig(**TINY, component="text_encoder", part="all", xt_mode="ddim")
     pipe = load_pipeline("shapes")

@@ -106,6 +106,10 @@ def erase(
     gamma: Annotated[
         float | None, typer.Option(help="Retain-term weight, eq. 6 (ESD: 0 = the paper; AdvUnlearn: 0 = AT-ESD).")
     ] = None,
+    anchor: Annotated[
+        str | None,
+        typer.Option(help="Eq. 2's reference: each prompt with the concept replaced by this word ('' drops it)."),
+    ] = None,
     warmup: Annotated[int | None, typer.Option(help="AdvUnlearn: plain-ESD iterations first.")] = None,
     schedule: Annotated[str | None, typer.Option(help="AdvUnlearn: faithful | cheap")] = None,
     attack_steps: Annotated[int | None, typer.Option(help="AdvUnlearn: inner attack steps.")] = None,
@@ -123,7 +127,7 @@ def erase(
         "part": part, "layers": layers, "xt_mode": xt_mode, "eta": eta, "seed": seed,
         "checkpoint_every": checkpoint_every, "gamma": gamma, "warmup": warmup, "schedule": schedule,
         "attack": {"steps": attack_steps} if attack_steps is not None else None, "attack_every": attack_every,
-        "retain_batch": retain_batch,
+        "retain_batch": retain_batch, "anchor": anchor,
     }  # fmt: skip
     cfg = merge_options(config_cls, config, parse_sets(sets), flags)
     cfg = default_prompts(cfg, model)

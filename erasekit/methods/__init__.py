@@ -34,13 +34,20 @@ def sd_retain_prompts() -> list[str]:
 SHAPES_CONCEPT_TEMPLATES = ("{}", "a {}", "a picture of a {}", "an image of a {}", "a simple drawing of a {}")
 
 
-def shapes_concept_prompts(concepts: list[str]) -> list[str]:
-    """Concept-only training prompts for the shapes world (the word in short templates, no other attribute).
+def shapes_concept_prompts(concepts: list[str], anchored: bool = False, n: int = 40) -> list[str]:
+    """Training prompts for the shapes world: the concept word in short templates, no other attribute.
 
-    Prompts that also name a colour or background make ESD erase those words too (measured: colour accuracy
-    0.94 -> 0.46 with full world prompts, 0.76 with these).
+    Prompts that also name a colour or background make ESD erase those words too when eq. 2's reference is the
+    empty prompt (measured: colour accuracy 0.94 -> 0.46 with full world prompts, 0.76 with these). With an
+    anchor (`anchored`), the reference keeps those words, so n world prompts per concept (training templates,
+    colour and background named) join the short ones.
     """
-    return [t.format(c) for c in concepts for t in SHAPES_CONCEPT_TEMPLATES]
+    out = [t.format(c) for c in concepts for t in SHAPES_CONCEPT_TEMPLATES]
+    if anchored:
+        from erasekit.world.prompt_sets import target_set
+
+        out += [p for c in concepts for p in target_set(c, n, split="train", seed=13).prompts]
+    return out
 
 
 def _merge(defaults: dict, given: dict) -> dict:
@@ -63,7 +70,8 @@ def default_prompts(config: BaseModel, model: str) -> BaseModel:
     For the shapes world a config class's `SHAPES_DEFAULTS` (a ClassVar dict) replaces the SD defaults of the
     options the user left unset (the ESD and AdvUnlearn shapes recipes).
 
-    `prompts`: for the shapes world, `shapes_concept_prompts` (elsewhere: the concept words themselves).
+    `prompts`: for the shapes world, `shapes_concept_prompts` (with world prompts when an anchor is set;
+    elsewhere: the concept words themselves).
     `retain_prompts` (only when the retain term is on, gamma > 0): the shapes world's retain prompts, or the
     shipped SD retain set.
     """
@@ -77,7 +85,7 @@ def default_prompts(config: BaseModel, model: str) -> BaseModel:
             concept_attribute(c)
         config = with_defaults(config, getattr(type(config), "SHAPES_DEFAULTS", {}))
         if "prompts" in type(config).model_fields and not config.prompts:
-            update["prompts"] = shapes_concept_prompts(config.concepts)
+            update["prompts"] = shapes_concept_prompts(config.concepts, getattr(config, "anchor", None) is not None)
     if getattr(config, "gamma", 0) > 0 and not config.retain_prompts:
         update["retain_prompts"] = shapes_retain_prompts(config.concepts) if model == SHAPES else sd_retain_prompts()
     return config.model_copy(update=update) if update else config

@@ -1,10 +1,13 @@
 """ESD (Erased Stable Diffusion): fine-tune the UNet or the text encoder so that the concept's noise prediction
 points away from the concept (eq. 2-3 of the method notes).
 
-    target  = eps_o(x_t|null) - eta * (eps_o(x_t|c_e) - eps_o(x_t|null))        (eq. 2)
+    target  = eps_o(x_t|a) - eta * (eps_o(x_t|c_e) - eps_o(x_t|a))               (eq. 2, a = null)
     loss    = || eps_theta(x_t|c_e) - target ||^2                                (eq. 3)
             + gamma * E_{c_bar in retain} || eps_theta(x_t|c_bar) - eps_o(x_t|c_bar) ||^2   (optional, eq. 6)
 
+The reference prompt a is the empty prompt in the paper (`anchor=None`, the default). With `anchor` set to a
+word, a is each training prompt with the concept word replaced by that word ("" drops it): the push is then away
+from the concept alone, and the prompt's other words (a colour, a background, a subject) keep their meaning.
 gamma = 0 (the default) is the paper's ESD. gamma > 0 adds AdvUnlearn's utility-retention term (eq. 6, second
 term) on a batch of retain prompts, whose x_t come from the original model on those prompts (a second bank in
 cached mode); concept and retain rows share one UNet call.
@@ -33,6 +36,7 @@ artifact writing are shared.
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -77,6 +81,7 @@ class EsdConfig(BaseModel):
     retain_prompts: list[str] = []  # [] = filled by erasekit.methods.default_prompts when gamma > 0 (CLI does it)
     retain_batch: int = Field(5, ge=1)  # retain prompts per step, drawn without replacement
     retain_null: bool = False  # also keep the empty prompt (CFG's unconditional branch) in every retain batch
+    anchor: str | None = None  # eq. 2's reference: None = the empty prompt; a word = the prompt with it for the concept
 
     # The shapes world's recipe (see the module docstring for what it measures).
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
@@ -117,6 +122,11 @@ class EsdTrainer:
         with torch.no_grad():
             self.ctx_o = encode(self.pair.text_encoder_o, self.ids)  # (P, L, D), original encoder
             self.null_o = encode(self.pair.text_encoder_o, self.null_ids)  # (1, L, D)
+            self.anchor_o = (  # (P, L, D): eq. 2's reference context per training prompt
+                self.null_o.expand(len(self.prompts), -1, -1)
+                if config.anchor is None
+                else encode(self.pair.text_encoder_o, token_ids(self.tokenizer, self.anchor_prompts()))
+            )
         self.latent_shape = (
             pipe.unet.config.in_channels,
             pipe.unet.config.sample_size,
@@ -132,6 +142,13 @@ class EsdTrainer:
         self.bank: TrajectoryBank | None = None
         self.retain_bank: TrajectoryBank | None = None
         self.log: dict[str, float] = {}
+
+    def anchor_prompts(self) -> list[str]:
+        """The training prompts with each concept word replaced by `anchor` (eq. 2's reference prompts)."""
+        word = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in self.config.concepts) + r")\b")
+        if not any(word.search(p) for p in self.prompts):
+            raise ErasekitError("anchor needs training prompts that name the concept: give --set prompts=[...]")
+        return [" ".join(word.sub(self.config.anchor, p).split()) for p in self.prompts]
 
     # ---- x_t ---------------------------------------------------------------------------------------------
     def make_bank(self, ctx: torch.Tensor, n: int, salt: int) -> TrajectoryBank:
@@ -177,8 +194,8 @@ class EsdTrainer:
         """(B, L, D) context of the model being trained (grad flows when the text encoder is trained)."""
         return encode(self.pair.text_encoder, ids)
 
-    def esd_target(self, eps_null: torch.Tensor, eps_concept: torch.Tensor) -> torch.Tensor:
-        return eps_null - self.config.eta * (eps_concept - eps_null)  # eq. 2
+    def esd_target(self, eps_anchor: torch.Tensor, eps_concept: torch.Tensor) -> torch.Tensor:
+        return eps_anchor - self.config.eta * (eps_concept - eps_anchor)  # eq. 2
 
     def retain_indices(self, step: int) -> torch.Tensor:
         """(retain_batch,) prompt indices: drawn without replacement, refilled (new permutation) when used up."""
@@ -218,8 +235,7 @@ class EsdTrainer:
         """|| eps_theta(x_t|ctx) - target(c_e) ||^2 (eq. 3; ctx (B, L, D) may be an adversarial prompt's context)
         + gamma * || eps_theta(x_r|c_bar) - eps_o(x_r|c_bar) ||^2 over the retain rows (eq. 6)."""
         b = len(x)
-        null = self.null_o.expand(b, -1, -1)
-        xo, to, co, xs, ts, cs = [x, x], [t, t], [null, self.ctx_o[prompt]], [x], [t], [ctx]
+        xo, to, co, xs, ts, cs = [x, x], [t, t], [self.anchor_o[prompt], self.ctx_o[prompt]], [x], [t], [ctx]
         if retain is not None:
             xr, tr, ids_r, ctx_r = retain
             xo, to, co = xo + [xr], to + [tr], co + [ctx_r]
