@@ -95,16 +95,19 @@ def test_retain_term_rides_in_the_same_unet_call_and_is_off_by_default(tmp_path)
 
 
 def test_anchor_replaces_the_concept_word_in_eq2_reference(tmp_path):
-    """anchor=None: eq. 2's reference is the empty prompt; a word: the prompt with that word for the concept.
+    """anchor=None: eq. 2's reference is the empty prompt; words: the prompt with each word for the concept.
     With the concept itself as anchor the target is eps_o(x_t|c) whatever eta, so the start loss is 0."""
     prompts = ["a red circle on a black background", "circle", "a circled square"]
     cfg = EsdConfig(**TINY, prompts=prompts, xt_mode="cached", eta=3.0)
     trainer = EsdTrainer(load_pipeline("shapes"), cfg)
-    assert torch.equal(trainer.anchor_o, trainer.null_o.expand(3, -1, -1))
-    dropped = EsdTrainer(load_pipeline("shapes"), cfg.model_copy(update={"anchor": ""}))
-    assert dropped.anchor_prompts() == ["a red on a black background", "", "a circled square"]
-    same = EsdTrainer(load_pipeline("shapes"), cfg.model_copy(update={"anchor": "circle"}))
-    torch.testing.assert_close(same.anchor_o, same.ctx_o)
+    assert torch.equal(trainer.anchor_o, trainer.null_o.expand(1, 3, -1, -1))
+    dropped = EsdTrainer(load_pipeline("shapes"), EsdConfig(**{**cfg.model_dump(), "anchor": ""}))
+    assert dropped.anchor_prompts() == [["a red on a black background", "", "a circled square"]]
+    two = EsdTrainer(load_pipeline("shapes"), EsdConfig(**{**cfg.model_dump(), "anchor": ["square", ""]}))
+    assert [p[0] for p in two.anchor_prompts()] == ["a red square on a black background", "a red on a black background"]
+    torch.testing.assert_close(two.anchor_o[1], dropped.anchor_o[0])
+    same = EsdTrainer(load_pipeline("shapes"), EsdConfig(**{**cfg.model_dump(), "anchor": ["circle", "circle"]}))
+    torch.testing.assert_close(same.anchor_o, same.ctx_o.expand(2, -1, -1, -1))
     losses = []
     for t in (trainer, same):
         t.build_bank()
@@ -113,7 +116,25 @@ def test_anchor_replaces_the_concept_word_in_eq2_reference(tmp_path):
             losses.append(t.objective(x, ts, prompt, t.context(t.ids[prompt]), None).item())
     assert losses[1] < 1e-8 < losses[0]
     with pytest.raises(ErasekitError, match="name the concept"):
-        EsdTrainer(load_pipeline("shapes"), cfg.model_copy(update={"anchor": "", "prompts": ["a red square"]}))
+        EsdTrainer(
+            load_pipeline("shapes"), EsdConfig(**{**cfg.model_dump(), "anchor": "", "prompts": ["a red square"]})
+        )
+    with pytest.raises(ValueError, match="at least 1"):
+        EsdConfig(**TINY, anchor=[])
+
+
+def test_anchored_shapes_runs_also_train_on_world_prompts():
+    """Without an anchor the shapes world trains on the bare concept; with one, prompts naming colours and
+    backgrounds join (the anchor keeps those words in eq. 2's reference)."""
+    from erasekit.methods import default_prompts
+    from erasekit.world.render import BACKGROUND_NAMES, COLOUR_NAMES
+
+    bare = default_prompts(EsdConfig(concepts=["circle"]), "shapes").prompts
+    anchored = default_prompts(EsdConfig(concepts=["circle"], anchor=""), "shapes").prompts
+    assert all("circle" in p for p in bare + anchored) and set(bare) < set(anchored)
+    words = {w for p in anchored for w in p.replace(",", "").split()}
+    assert not set(COLOUR_NAMES) & {w for p in bare for w in p.split()}
+    assert set(COLOUR_NAMES) <= words and set(BACKGROUND_NAMES) <= words
 
 
 def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed):

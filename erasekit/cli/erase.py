@@ -107,8 +107,11 @@ def erase(
         float | None, typer.Option(help="Retain-term weight, eq. 6 (ESD: 0 = the paper; AdvUnlearn: 0 = AT-ESD).")
     ] = None,
     anchor: Annotated[
-        str | None,
-        typer.Option(help="Eq. 2's reference: each prompt with the concept replaced by this word ('' drops it)."),
+        list[str] | None,
+        typer.Option(
+            help="Eq. 2's reference: each prompt with the concept replaced by this word ('' drops it; repeat to "
+            "average several)."
+        ),
     ] = None,
     warmup: Annotated[int | None, typer.Option(help="AdvUnlearn: plain-ESD iterations first.")] = None,
     schedule: Annotated[str | None, typer.Option(help="AdvUnlearn: faithful | cheap")] = None,

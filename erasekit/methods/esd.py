@@ -8,6 +8,7 @@ points away from the concept (eq. 2-3 of the method notes).
 The reference prompt a is the empty prompt in the paper (`anchor=None`, the default). With `anchor` set to a
 word, a is each training prompt with the concept word replaced by that word ("" drops it): the push is then away
 from the concept alone, and the prompt's other words (a colour, a background, a subject) keep their meaning.
+With several words, eps_o(x_t|a) is the mean of their predictions (extra rows of the same UNet call).
 gamma = 0 (the default) is the paper's ESD. gamma > 0 adds AdvUnlearn's utility-retention term (eq. 6, second
 term) on a batch of retain prompts, whose x_t come from the original model on those prompts (a second bank in
 cached mode); concept and retain rows share one UNet call.
@@ -44,7 +45,7 @@ from typing import Any, ClassVar, Literal
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from erasekit.artifact import save_artifact
@@ -81,7 +82,13 @@ class EsdConfig(BaseModel):
     retain_prompts: list[str] = []  # [] = filled by erasekit.methods.default_prompts when gamma > 0 (CLI does it)
     retain_batch: int = Field(5, ge=1)  # retain prompts per step, drawn without replacement
     retain_null: bool = False  # also keep the empty prompt (CFG's unconditional branch) in every retain batch
-    anchor: str | None = None  # eq. 2's reference: None = the empty prompt; a word = the prompt with it for the concept
+    anchor: list[str] | None = Field(None, min_length=1)  # eq. 2's reference: None = the empty prompt; words = the
+    # prompt with each of them for the concept (eps averaged over the words); a single string is one word
+
+    @field_validator("anchor", mode="before")
+    @classmethod
+    def _one_word(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
 
     # The shapes world's recipe (see the module docstring for what it measures).
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
@@ -122,10 +129,12 @@ class EsdTrainer:
         with torch.no_grad():
             self.ctx_o = encode(self.pair.text_encoder_o, self.ids)  # (P, L, D), original encoder
             self.null_o = encode(self.pair.text_encoder_o, self.null_ids)  # (1, L, D)
-            self.anchor_o = (  # (P, L, D): eq. 2's reference context per training prompt
-                self.null_o.expand(len(self.prompts), -1, -1)
+            self.anchor_o = (  # (A, P, L, D): eq. 2's reference contexts (A anchor words) per training prompt
+                self.null_o.expand(1, len(self.prompts), -1, -1)
                 if config.anchor is None
-                else encode(self.pair.text_encoder_o, token_ids(self.tokenizer, self.anchor_prompts()))
+                else torch.stack(
+                    [encode(self.pair.text_encoder_o, token_ids(self.tokenizer, a)) for a in self.anchor_prompts()]
+                )
             )
         self.latent_shape = (
             pipe.unet.config.in_channels,
@@ -143,12 +152,14 @@ class EsdTrainer:
         self.retain_bank: TrajectoryBank | None = None
         self.log: dict[str, float] = {}
 
-    def anchor_prompts(self) -> list[str]:
-        """The training prompts with each concept word replaced by `anchor` (eq. 2's reference prompts)."""
+    def anchor_prompts(self) -> list[list[str]]:
+        """Per anchor word, the training prompts with the concept word replaced by it (eq. 2's reference prompts)."""
         word = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in self.config.concepts) + r")\b")
         if not any(word.search(p) for p in self.prompts):
             raise ErasekitError("anchor needs training prompts that name the concept: give --set prompts=[...]")
-        return [" ".join(word.sub(self.config.anchor, p).split()) for p in self.prompts]
+        out = [[" ".join(word.sub(a, p).split()) for p in self.prompts] for a in self.config.anchor]
+        check_prompts(self.tokenizer, [p for ps in out for p in ps])
+        return out
 
     # ---- x_t ---------------------------------------------------------------------------------------------
     def make_bank(self, ctx: torch.Tensor, n: int, salt: int) -> TrajectoryBank:
@@ -234,18 +245,22 @@ class EsdTrainer:
     ) -> torch.Tensor:
         """|| eps_theta(x_t|ctx) - target(c_e) ||^2 (eq. 3; ctx (B, L, D) may be an adversarial prompt's context)
         + gamma * || eps_theta(x_r|c_bar) - eps_o(x_r|c_bar) ||^2 over the retain rows (eq. 6)."""
-        b = len(x)
-        xo, to, co, xs, ts, cs = [x, x], [t, t], [self.anchor_o[prompt], self.ctx_o[prompt]], [x], [t], [ctx]
+        b, n_a = len(x), len(self.anchor_o)
+        anchors = self.anchor_o[:, prompt].flatten(0, 1)  # (A * B, L, D), anchor-major
+        xo, to, co = [x.repeat(n_a, 1, 1, 1), x], [t.repeat(n_a), t], [anchors, self.ctx_o[prompt]]
+        xs, ts, cs = [x], [t], [ctx]
         if retain is not None:
             xr, tr, ids_r, ctx_r = retain
             xo, to, co = xo + [xr], to + [tr], co + [ctx_r]
             xs, ts, cs = xs + [xr], ts + [tr], cs + [self.context(ids_r)]
         cat = torch.cat
         e_o, e = self.pair.eps_joint(cat(xo), cat(to), cat(co), cat(xs), cat(ts), cat(cs))
-        loss = F.mse_loss(e[:b], self.esd_target(e_o[:b], e_o[b : 2 * b]))  # eq. 3
+        m = n_a * b
+        eps_anchor = e_o[:m].unflatten(0, (n_a, b)).mean(0)
+        loss = F.mse_loss(e[:b], self.esd_target(eps_anchor, e_o[m : m + b]))  # eq. 3
         self.log["esd"] = loss.item()
         if retain is not None:
-            kept = F.mse_loss(e[b:], e_o[2 * b :])  # eq. 6, second term
+            kept = F.mse_loss(e[b:], e_o[m + b :])  # eq. 6, second term
             self.log["retain"] = kept.item()
             loss = loss + self.config.gamma * kept
         return loss
