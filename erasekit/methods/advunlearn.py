@@ -20,14 +20,29 @@ soft attack is the evaluation's: a 3-token prefix per prompt and seed, 200 Adam 
 - `retain_null`: the empty prompt joins every retain batch. The sampler's unconditional branch reads the trained
   encoder too; without it the empty prompt's context drifted by 46 % (relative norm) and 46 % of circle prompts
   still drew circles before any attack.
-- lr 1e-3 (SD's 1e-5 barely moves the 0.3 M-parameter encoder), gamma 3, retain batch 24 (extra rows of the same
-  UNet call, no extra calls).
+- lr 1e-3 (SD's 1e-5 barely moves the 0.3 M-parameter encoder), retain batch 24 (extra rows of the same UNet
+  call, no extra calls).
 - inner attack k = 3, 10 signed-Adam steps at lr 1e-2 per iteration, matching the evaluation's 3-token prefix
   attack: 12 UNet calls per attack iteration (the faithful schedule: 962 with the authors' 30 steps).
 - `attack_pool` 32: 32 persistent c*, each concept row continuing one of them. With the authors' single shared
   c* (300 iterations) circles came back under the soft attack on 65 % of the first 20 prompts (76 % of 50);
   with 16 c*: 35 %; with 32 c* and 500 iterations: 15 % (12 % of 50), other shapes 0.94 (original 0.94).
 - DDIM 25 (the evaluation's sampler), 32 cached trajectories, 500 iterations with 75 of warm-up.
+- anchor "" with eta 2 and gamma 10 (`EsdConfig.anchor`: eq. 2's reference is each training prompt with the
+  concept word dropped, and the training prompts add 40 world prompts naming a colour and a background). With the
+  paper's empty reference (`--set anchor=null --eta 1 --gamma 3`, the recipe until now) circle prompts drew other
+  shapes in the wrong colour: ESD's target reflects the concept prompt's eps about the empty prompt's, which
+  reverses the colour too, and the causal encoder carries the colour in the positions after the shape word. That
+  run: world colour 0.885, CLIP 0.766, FID 4.23 (original 2.00), FID without circle prompts 3.03 (2.74), soft ASR
+  12 %, token 0 %, other shapes 0.94. Anchored, eta 1, gamma 3: colour 0.97, FID 3.40, but soft ASR 22 %, other
+  shapes 0.92; eta 2: soft 14 %, other shapes 0.88, FID 4.32; eta 2 and gamma 10 (the recipe): circles 0 %, soft
+  14 %, token 0 %, other shapes 0.92, colour 0.98, CLIP 0.876, FID 3.58, FID without circles 3.12 (seed 1:
+  other shapes 0.94, FID 3.50 vs 1.55, without circles 2.37 vs 1.94).
+  Circle prompts now draw triangles in the asked colour. The whole-world FID still counts that: the unchanged
+  model with "circle" rewritten to "triangle" scores 2.65 against 2.00 (`benchmarks/fid_floor.py`; to "square"
+  1.96, to the other shapes in turn 2.34). A square anchor (circle -> square, gamma 3) erased too little (eta 1: circles
+  20 %, soft ASR 26 %; eta 2: 30 %, 50 %), and the four other shapes averaged as the anchor lost the colour
+  again (colour 0.91, FID 4.67).
 """
 
 from __future__ import annotations
@@ -68,9 +83,9 @@ class AdvUnlearnConfig(EsdConfig):
     # The shapes world's recipe (applied by `erasekit.methods.default_prompts` to unset options; see the module
     # docstring for the measurements behind each value).
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "steps": 500, "warmup": 75, "lr": 1e-3, "batch_size": 2, "gamma": 3.0, "retain_batch": 24,
+        "steps": 500, "warmup": 75, "lr": 1e-3, "batch_size": 2, "retain_batch": 24,
         "retain_null": True, "ddim_steps": 25, "cache_size": 32, "checkpoint_every": 50,
-        "attack": {"k": 3, "lr": 1e-2, "steps": 10}, "attack_pool": 32,
+        "attack": {"k": 3, "lr": 1e-2, "steps": 10}, "attack_pool": 32, "anchor": [""], "eta": 2.0, "gamma": 10.0,
     }  # fmt: skip
 
     @model_validator(mode="after")

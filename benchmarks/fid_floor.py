@@ -1,0 +1,52 @@
+"""What the whole-world FID allows a perfect eraser: the original model with every concept prompt rewritten.
+
+`erasekit evaluate` measures FID over all world prompts (the concept's included) against rendered random scenes.
+A perfect eraser still changes the concept prompts' images, so that FID moves by itself, by an amount that depends
+on what the concept becomes. This script draws the world prompts with the unchanged model after rewriting the
+concept word into: itself (the original row), each other value of its attribute, and the other values in turn,
+and prints the FID of each next to the evaluation's (same prompts, seeds, sampler, features and reference).
+
+    python benchmarks/fid_floor.py [--concept circle] [--seeds 0 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from erasekit.eval.harness import EvalConfig, _feature_model, _reference_images
+from erasekit.eval.metrics import fid_from_features
+from erasekit.generation import generate
+from erasekit.pipeline import load_pipeline
+from erasekit.world.prompt_sets import ATTRIBUTES, concept_attribute, world_set
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--concept", default="circle")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--n", type=int, default=200, help="world prompts (the evaluation's --n-world)")
+    args = ap.parse_args()
+    others = [v for v in ATTRIBUTES[concept_attribute(args.concept)] if v != args.concept]
+    word = re.compile(rf"\b{re.escape(args.concept)}\b")
+    pipe = load_pipeline("shapes")
+    rows = {}
+    for seed in args.seeds:
+        cfg = EvalConfig(model="shapes", concept=args.concept, seed=seed, n_world=args.n)
+        ps = world_set(args.n, seed=seed)
+        _, feats = _feature_model(cfg)
+        ref = feats.image_features(_reference_images(cfg, args.n, pipe.unet.config.sample_size * pipe.vae_scale_factor))
+        variants = {f"{args.concept} (original)": [args.concept], "the others in turn": others}
+        variants.update({f"{args.concept} -> {o}": [o] for o in others})
+        for name, words in variants.items():
+            prompts = [word.sub(words[i % len(words)], p) for i, p in enumerate(ps.prompts)]
+            images = generate(pipe, prompts, ps.seeds, steps=cfg.steps, guidance=cfg.guidance)
+            rows.setdefault(name, []).append(fid_from_features(ref, feats.image_features(images)))
+    print(f"| {args.concept} prompts draw | " + " | ".join(f"FID seed {s}" for s in args.seeds) + " |")
+    print("|---|" + "---|" * len(args.seeds))
+    for name, fids in rows.items():
+        print(f"| {name} | " + " | ".join(f"{f:.2f}" for f in fids) + " |")
+
+
+if __name__ == "__main__":
+    main()
