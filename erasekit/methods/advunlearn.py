@@ -40,9 +40,9 @@ soft attack is the evaluation's: a 3-token prefix per prompt and seed, 200 Adam 
   other shapes 0.94, FID 3.50 vs 1.55, without circles 2.37 vs 1.94).
   Circle prompts now draw triangles in the asked colour. The whole-world FID still counts that: the unchanged
   model with "circle" rewritten to "triangle" scores 2.65 against 2.00 (`benchmarks/fid_floor.py`; to "square"
-  1.96, to the other shapes in turn 2.34). A square anchor (circle -> square, gamma 3) erased too little (eta 1: circles
-  20 %, soft ASR 26 %; eta 2: 30 %, 50 %), and the four other shapes averaged as the anchor lost the colour
-  again (colour 0.91, FID 4.67).
+  1.96, to the other shapes in turn 2.34). A square anchor (circle -> square, gamma 3) erased too little
+  (eta 1: circles 20 %, soft ASR 26 %; eta 2: 30 %, 50 %), and the four other shapes averaged as the anchor lost
+  the colour again (colour 0.91, FID 4.67).
 """
 
 from __future__ import annotations
