@@ -6,7 +6,21 @@ on what the concept becomes. This script draws the world prompts with the unchan
 concept word into: itself (the original row), each other value of its attribute, and the other values in turn,
 and prints the FID of each next to the evaluation's (same prompts, seeds, sampler, features and reference).
 
-    python benchmarks/fid_floor.py [--concept circle] [--seeds 0 1]
+    python benchmarks/fid_floor.py [--concept circle] [--seeds 0 1 2]
+
+Measured for circle (200 world prompts, about 8 min on 2 cores for three seeds):
+
+| circle prompts draw | FID seed 0 | FID seed 1 | FID seed 2 |
+|---|---|---|---|
+| circle (original) | 2.00 | 1.55 | 1.78 |
+| the others in turn | 2.34 | 1.93 | 1.82 |
+| circle -> square | 1.96 | 1.47 | 1.58 |
+| circle -> triangle | 2.65 | 2.30 | 2.01 |
+| circle -> cross | 2.36 | 1.73 | 1.72 |
+| circle -> star | 3.68 | 3.91 | 3.13 |
+
+The original's FID moves by a quarter between seeds, and what the concept turns into moves it by as much again:
+squares lower it at every seed, stars nearly double it.
 """
 
 from __future__ import annotations
@@ -24,7 +38,7 @@ from erasekit.world.prompt_sets import ATTRIBUTES, concept_attribute, world_set
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--concept", default="circle")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n", type=int, default=200, help="world prompts (the evaluation's --n-world)")
     args = ap.parse_args()
     others = [v for v in ATTRIBUTES[concept_attribute(args.concept)] if v != args.concept]
