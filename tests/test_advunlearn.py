@@ -126,7 +126,8 @@ def test_shapes_recipe_fills_only_the_options_left_unset():
     assert default_prompts(cfg, "shapes") == cfg  # applying it twice changes nothing (resume compares configs)
     sd = default_prompts(AdvUnlearnConfig(concepts=["circle"]), "CompVis/stable-diffusion-v1-4")
     assert (sd.lr, sd.steps, sd.attack.k) == (1e-5, 1000, 1)  # the authors' SD defaults stay
-    assert cfg.anchor == [""] and sd.anchor is None  # eq. 2's reference: anchored on the shapes world only
+    assert cfg.anchor == ["square"] and sd.anchor is None  # eq. 2's reference: the nearest shape, shapes world only
+    assert default_prompts(AdvUnlearnConfig(concepts=["red"]), "shapes").anchor == ["orange"]
     paper = default_prompts(AdvUnlearnConfig(concepts=["circle"], anchor=None), "shapes")
     assert paper.anchor is None and set(paper.prompts) < set(cfg.prompts)  # an explicit None wins
 

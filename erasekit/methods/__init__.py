@@ -58,10 +58,13 @@ def _merge(defaults: dict, given: dict) -> dict:
 
 
 def with_defaults(config: BaseModel, defaults: dict) -> BaseModel:
-    """`config` with `defaults` for the options nobody set (nested options key by key); set options win."""
+    """`config` with `defaults` for the options nobody set (nested options key by key); set options win. A
+    callable default is called with `config`, and only for an unset option."""
     if not defaults:
         return config
-    return type(config).model_validate(_merge(defaults, config.model_dump(exclude_unset=True)))
+    given = config.model_dump(exclude_unset=True)
+    defaults = {k: v(config) if callable(v) else v for k, v in defaults.items() if not (callable(v) and k in given)}
+    return type(config).model_validate(_merge(defaults, given))
 
 
 def default_prompts(config: BaseModel, model: str) -> BaseModel:

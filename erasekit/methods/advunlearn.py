@@ -56,6 +56,7 @@ from pydantic import Field, model_validator
 from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
 from erasekit.methods.esd import EsdConfig, EsdTrainer
 from erasekit.text import Slots, build_slots, check_prompts, encode_injected, random_token_embeddings
+from erasekit.world.anchor import nearest_anchor
 
 
 class InnerAttackConfig(SoftAttackConfig):
@@ -85,7 +86,7 @@ class AdvUnlearnConfig(EsdConfig):
     SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
         "steps": 500, "warmup": 75, "lr": 1e-3, "batch_size": 2, "retain_batch": 24,
         "retain_null": True, "ddim_steps": 25, "cache_size": 32, "checkpoint_every": 50,
-        "attack": {"k": 3, "lr": 1e-2, "steps": 10}, "attack_pool": 32, "anchor": [""], "eta": 2.0, "gamma": 10.0,
+        "attack": {"k": 3, "lr": 1e-2, "steps": 10}, "attack_pool": 32, "anchor": nearest_anchor, "eta": 0.0, "gamma": 10.0,
     }  # fmt: skip
 
     @model_validator(mode="after")
