@@ -28,21 +28,24 @@ soft attack is the evaluation's: a 3-token prefix per prompt and seed, 200 Adam 
   c* (300 iterations) circles came back under the soft attack on 65 % of the first 20 prompts (76 % of 50);
   with 16 c*: 35 %; with 32 c* and 500 iterations: 15 % (12 % of 50), other shapes 0.94 (original 0.94).
 - DDIM 25 (the evaluation's sampler), 32 cached trajectories, 500 iterations with 75 of warm-up.
-- anchor "" with eta 2 and gamma 10 (`EsdConfig.anchor`: eq. 2's reference is each training prompt with the
-  concept word dropped, and the training prompts add 40 world prompts naming a colour and a background). With the
-  paper's empty reference (`--set anchor=null --eta 1 --gamma 3`, the recipe until now) circle prompts drew other
-  shapes in the wrong colour: ESD's target reflects the concept prompt's eps about the empty prompt's, which
-  reverses the colour too, and the causal encoder carries the colour in the positions after the shape word. That
-  run: world colour 0.885, CLIP 0.766, FID 4.23 (original 2.00), FID without circle prompts 3.03 (2.74), soft ASR
-  12 %, token 0 %, other shapes 0.94. Anchored, eta 1, gamma 3: colour 0.97, FID 3.40, but soft ASR 22 %, other
-  shapes 0.92; eta 2: soft 14 %, other shapes 0.88, FID 4.32; eta 2 and gamma 10 (the recipe): circles 0 %, soft
-  14 %, token 0 %, other shapes 0.92, colour 0.98, CLIP 0.876, FID 3.58, FID without circles 3.12 (seed 1:
-  other shapes 0.94, FID 3.50 vs 1.55, without circles 2.37 vs 1.94).
-  Circle prompts now draw triangles in the asked colour. The whole-world FID still counts that: the unchanged
-  model with "circle" rewritten to "triangle" scores 2.65 against 2.00 (`benchmarks/fid_floor.py`; to "square"
-  1.96, to the other shapes in turn 2.34). A square anchor (circle -> square, gamma 3) erased too little
-  (eta 1: circles 20 %, soft ASR 26 %; eta 2: 30 %, 50 %), and the four other shapes averaged as the anchor lost
-  the colour again (colour 0.91, FID 4.67).
+- eq. 2's anchor: the concept's nearest value in the bundled encoder (`erasekit.world.anchor`; circle ->
+  square), eta 0 and gamma 10. `EsdConfig.anchor` makes eq. 2's reference each training prompt with the concept
+  word replaced, and the training prompts add 40 world prompts naming a colour and a background. With eta 0, eq. 2's
+  target is the anchor prompt's eps_o: the concept is mapped onto its neighbour instead of pushed past it; the
+  inner attack, the pool of c* and the retain term are unchanged. Measured (soft / token ASR on 50 prompts):
+  - the recipe: circles 0 %, soft 18 %, token 0 %, other shapes 0.94, colour 1.00, CLIP 0.907, FID 2.19
+    (original 2.00), FID without circle prompts 2.92 (2.74). Circle prompts draw squares in the asked colour.
+  - square, eta 1: the target points past square, away from circle; circle prompts drew flared trapezoids, 24 %
+    of them read as circles (soft 34 %, token 38 %), FID 2.73.
+  - the paper's empty reference (`--set anchor=null --eta 1 --gamma 3`, two recipes ago): circle prompts drew
+    other shapes in the wrong colour (ESD's target reverses the colour too; the causal encoder carries it in the
+    positions after the shape word). Colour 0.885, CLIP 0.766, FID 4.23, without circles 3.03, soft 12 %,
+    token 0 %, other shapes 0.94.
+  - anchor "" (the word dropped), eta 2, gamma 10 (the previous recipe): circles 0 %, soft 14 %, token 0 %,
+    other shapes 0.92, colour 0.98, FID 3.58, without circles 3.12; circle prompts drew triangles, and the
+    unchanged model with "circle" rewritten to "triangle" already scores 2.65 (`benchmarks/fid_floor.py`;
+    to "square": 1.96). eta 1: soft 22 %, FID 3.40; the four other shapes averaged as the anchor lost the
+    colour again (colour 0.91, FID 4.67).
 """
 
 from __future__ import annotations
