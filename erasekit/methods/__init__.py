@@ -71,7 +71,8 @@ def default_prompts(config: BaseModel, model: str) -> BaseModel:
     """Fill a method config's empty prompt lists for `model`; shapes-world concepts are checked here too.
 
     For the shapes world a config class's `SHAPES_DEFAULTS` (a ClassVar dict) replaces the SD defaults of the
-    options the user left unset (the ESD and AdvUnlearn shapes recipes).
+    options the user left unset (the ESD and AdvUnlearn shapes recipes; a value may be a function of the config,
+    as AdvUnlearn's anchor: the concept's nearest value, `erasekit.world.anchor`).
 
     `prompts`: for the shapes world, `shapes_concept_prompts` (with world prompts when an anchor is set;
     elsewhere: the concept words themselves).
