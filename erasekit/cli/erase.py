@@ -110,7 +110,7 @@ def erase(
         list[str] | None,
         typer.Option(
             help="Eq. 2's reference: each prompt with the concept replaced by this word ('' drops it; repeat to "
-            "average several)."
+            "average several). AdvUnlearn on the shapes world: the concept's nearest value (circle -> square)."
         ),
     ] = None,
     warmup: Annotated[int | None, typer.Option(help="AdvUnlearn: plain-ESD iterations first.")] = None,
