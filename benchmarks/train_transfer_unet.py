@@ -7,11 +7,15 @@ text encoder frozen, the same data, loss, EMA and lr schedule as `erasekit.world
 same command). Writes the EMA UNet in diffusers layout to `<work>/ema_unet`, which the CLI takes as
 `--unet <work>/ema_unet` beside `--text-encoder <erased encoder>`.
 
-Measured (`--seed 1 --steps 2500 --batch 64`, about 35 min on 2 shared cores): on the 50 + 50 + 200 held-out
-prompts the second UNet with the bundled encoder draws circles for 98 % of circle prompts, other shapes 0.94,
-world FID 1.64. With the AdvUnlearn circle encoder trained on the first UNet (shapes recipe): circles 0 %, soft
-ASR 4 %, token ASR 0 % (`transfer_advunlearn.py`), other shapes 0.98. 1,000 steps at batch 32 was too weak
-(other shapes 0.36).
+Measured (`--seed 1 --steps 2500 --batch 64`, 23 min on 2 idle cores): on the 50 + 50 + 200 held-out prompts the
+second UNet with the bundled encoder draws circles for 98 % of circle prompts, other shapes 0.94, world FID 1.64
+(without circle prompts 2.55). With the AdvUnlearn circle encoder trained on the first UNet (`transfer_advunlearn.py`;
+the reference of eq. 4 is the second UNet with the bundled encoder):
+- shapes recipe (anchor square, eta 0): circles 0 %, soft ASR 38 %, token ASR 2 %, other shapes 0.96, FID 1.84
+  (without circles 2.62). On the first UNet the same encoder has soft ASR 18 %.
+- the paper's empty reference (`--set anchor=null --eta 1 --gamma 3`, an earlier recipe): circles 0 %, soft 4 %,
+  token 0 %, other shapes 0.98, FID 2.53.
+1,000 steps at batch 32 was too weak (other shapes 0.36).
 """
 
 from __future__ import annotations
