@@ -35,7 +35,7 @@ soft attack is the evaluation's: a 3-token prefix per prompt and seed, 200 Adam 
   inner attack, the pool of c* and the retain term are unchanged. Measured (soft / token ASR on 50 prompts):
   - the recipe: circles 0 %, soft 18 %, token 0 %, other shapes 0.94, colour 1.00, CLIP 0.907, FID 2.19
     (original 2.00), FID without circle prompts 2.92 (2.74). Circle prompts draw squares in the asked colour.
-    Training seed 1 (same evaluation sets): circles 0 %, other shapes 0.94, FID 2.17, but soft ASR 32 %.
+    Training seed 1 (same evaluation sets): circles 0 %, other shapes 0.94, FID 2.17, token 2 %, but soft 32 %.
   - square, eta 0.5: circles 4 %, soft 6 %, token 14 %, other shapes 0.90, FID 2.46, without circles 2.99.
   - square, eta 1: the target points past square, away from circle; circle prompts drew flared trapezoids, 24 %
     of them read as circles (soft 34 %, token 38 %), FID 2.73.
