@@ -11,9 +11,10 @@ Measured (`--seed 1 --steps 2500 --batch 64`, 23 min on 2 idle cores): on the 50
 second UNet with the bundled encoder draws circles for 98 % of circle prompts, other shapes 0.94, world FID 1.64
 (without circle prompts 2.55). With the AdvUnlearn circle encoder trained on the first UNet (`transfer_advunlearn.py`;
 the reference of eq. 4 is the second UNet with the bundled encoder):
-- shapes recipe (anchor square, eta 0): circles 0 %, soft ASR 38 %, token ASR 2 %, other shapes 0.96, FID 1.84
-  (without circles 2.62). On the first UNet the same encoder has soft ASR 18 %. With `--eta 0.5`: circles 2 %,
-  soft 18 %, token 2 % (first UNet: soft 6 %, token 14 %, other shapes 0.90, FID 2.46).
+- shapes recipe (anchor square, eta 0.25, training seed 0): circles 0 %, soft ASR 18 %, token ASR 2 %, other
+  shapes 0.96, colour 0.985, FID 2.03 (without circles 2.73). On the first UNet the same encoder has soft ASR 6 %.
+- eta 0: circles 0 %, soft 38 %, token 2 %, other shapes 0.96, FID 1.84 (without circles 2.62; first UNet:
+  soft 18 %). eta 0.5: circles 2 %, soft 18 %, token 2 % (first UNet: soft 6 %, token 14 %, FID 2.46).
 - the paper's empty reference (`--set anchor=null --eta 1 --gamma 3`, an earlier recipe): circles 0 %, soft 4 %,
   token 0 %, other shapes 0.98, FID 2.53.
 1,000 steps at batch 32 was too weak (other shapes 0.36).
