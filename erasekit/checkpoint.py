@@ -4,17 +4,49 @@ the step counter and any extra JSON-able fields.
 Layout of a checkpoint folder:
     state.safetensors   "<module>.<param>" weights and "optim.<i>.<key>" optimizer tensors
     state.json          {"step": int, "param_groups": [...], "extra": {...}}
+
+The two files always come from the same save: a save writes both into the sibling `.<name>.new`, then swaps
+folders (the old one moves to `.<name>.old`, the new one moves in, the old one is deleted). A kill mid-swap is
+completed by the next save or load. The folder belongs to the checkpoint: other files in it go at the next save.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
+
+
+def _siblings(folder: Path) -> tuple[Path, Path]:
+    """(new, old): where a save stages the next state and parks the previous one, beside `folder`."""
+    folder = folder.absolute()  # Path(".") has no name of its own
+    return folder.with_name(f".{folder.name}.new"), folder.with_name(f".{folder.name}.old")
+
+
+def _complete(folder: Path) -> bool:
+    """Both files present and the JSON (written last, and any prefix of a JSON object is invalid) parses."""
+    try:
+        json.loads((folder / "state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (folder / "state.safetensors").is_file()
+
+
+def _settle(folder: Path) -> None:
+    """Finish a swap a kill interrupted: with `folder` gone, the complete staged state (newest first) moves in."""
+    new, old = _siblings(folder)
+    if not folder.exists():
+        for candidate in (new, old):  # new and old only coexist inside one save, where new is the later state
+            if _complete(candidate):
+                os.replace(candidate, folder)
+                break
+    for leftover in (new, old):
+        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def save_checkpoint(
@@ -24,9 +56,10 @@ def save_checkpoint(
     step: int,
     extra: dict[str, Any] | None = None,
 ) -> None:
-    """Write the state atomically (to a temporary name, then rename), so a kill never leaves half a file."""
+    """Write the state as one unit (staged folder, then a folder swap), so a kill never leaves a mismatched pair."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    _settle(folder)
     tensors = {
         f"{name}.{k}": v.detach().contiguous().clone() for name, m in modules.items() for k, v in m.state_dict().items()
     }
@@ -37,11 +70,14 @@ def save_checkpoint(
             for k, v in st.items():
                 tensors[f"optim.{i}.{k}"] = torch.as_tensor(v).detach().clone().contiguous()
         groups = sd["param_groups"]
-    save_file(tensors, str(folder / "state.safetensors.tmp"))
-    os.replace(folder / "state.safetensors.tmp", folder / "state.safetensors")
-    meta = {"step": step, "param_groups": groups, "extra": extra or {}}
-    (folder / "state.json.tmp").write_text(json.dumps(meta))
-    os.replace(folder / "state.json.tmp", folder / "state.json")
+    new, old = _siblings(folder)
+    new.mkdir()
+    save_file(tensors, str(new / "state.safetensors"))
+    (new / "state.json").write_text(json.dumps({"step": step, "param_groups": groups, "extra": extra or {}}))
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_checkpoint(
@@ -51,6 +87,7 @@ def load_checkpoint(
 ) -> tuple[int, dict[str, Any]] | None:
     """Restore modules and optimizer in place; returns (step, extra), or None when there is no checkpoint."""
     folder = Path(folder)
+    _settle(folder)
     if not (folder / "state.json").exists():
         return None
     meta = json.loads((folder / "state.json").read_text())

@@ -2,8 +2,11 @@
 
 Shapes: latents x (B, C, h, w); DDPM timesteps t (B,) long; text contexts (B, L, D); eps like x.
 
+Everything here works in eps: a UNet trained for v-prediction (SD 2.x) has its output converted by ModelPair.
+
     ModelPair          the model being changed (theta) and a frozen copy of the changed component (theta_o)
     UnetCounter        counts UNet forward calls and latent rows (a forward pre-hook)
+    check_scheduler    the pair and the scheduler agree on the prediction type (else a one-line error)
     ddim_timesteps     the DDIM schedule tau_0 > tau_1 > ... (diffusers "leading" spacing)
     ddim_partial       DDIM (eta 0) from noise with CFG, stopping at a chosen step per sample  (faithful ESD x_t)
     TrajectoryBank     full DDIM trajectories of the original model, sampled once and reused (cheap x_t)
@@ -12,11 +15,16 @@ Shapes: latents x (B, C, h, w); DDPM timesteps t (B,) long; text contexts (B, L,
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 from diffusers import DDIMScheduler, UNet2DConditionModel
 from transformers import CLIPTextModel
+
+from erasekit.errors import ErasekitError
+
+PREDICTION_TYPES = ("epsilon", "v_prediction")
 
 
 class UnetCounter:
@@ -51,30 +59,66 @@ class ModelPair:
     """theta (unet, text_encoder) and theta_o (unet_o, text_encoder_o); exactly one component has its own frozen copy.
 
     When the text encoder is trained, `unet_o is unet`; when the UNet is trained, `text_encoder_o is text_encoder`.
+    `prediction_type` is what the UNets output ("epsilon" or "v_prediction"); v-prediction needs the scheduler's
+    `alphas_cumprod` (T,) to convert it to eps. `with_scheduler(scheduler)` sets both from a pipeline's scheduler.
     """
 
     unet: UNet2DConditionModel
     text_encoder: CLIPTextModel
     unet_o: UNet2DConditionModel
     text_encoder_o: CLIPTextModel
+    prediction_type: str = "epsilon"
+    alphas_cumprod: torch.Tensor | None = dataclasses.field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise ErasekitError(
+                f"prediction_type '{self.prediction_type}' is not supported: use a model whose scheduler predicts "
+                f"{' or '.join(PREDICTION_TYPES)}"
+            )
+        if self.prediction_type == "v_prediction" and self.alphas_cumprod is None:
+            raise ErasekitError("a v_prediction ModelPair needs alphas_cumprod: build it with pair.with_scheduler()")
 
     @classmethod
-    def with_frozen_copy(cls, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, component: str) -> ModelPair:
-        """Pair whose `component` ("unet" | "text_encoder") gets one deep-copied, frozen original."""
+    def with_frozen_copy(
+        cls, unet: UNet2DConditionModel, text_encoder: CLIPTextModel, component: str, scheduler=None
+    ) -> ModelPair:
+        """Pair whose `component` ("unet" | "text_encoder") gets one deep-copied, frozen original.
+
+        With `scheduler`, the pair takes its prediction type and alphas_cumprod (see `with_scheduler`).
+        """
         if component == "unet":
-            frozen = copy.deepcopy(unet).requires_grad_(False).eval()
-            return cls(unet, text_encoder, frozen, text_encoder)
-        frozen_te = copy.deepcopy(text_encoder).requires_grad_(False).eval()
-        return cls(unet, text_encoder, unet, frozen_te)
+            pair = cls(unet, text_encoder, copy.deepcopy(unet).requires_grad_(False).eval(), text_encoder)
+        else:
+            pair = cls(unet, text_encoder, unet, copy.deepcopy(text_encoder).requires_grad_(False).eval())
+        return pair if scheduler is None else pair.with_scheduler(scheduler)
+
+    def with_scheduler(self, scheduler) -> ModelPair:
+        """The same models with the scheduler's prediction_type and alphas_cumprod (T,) (any diffusers scheduler)."""
+        return dataclasses.replace(
+            self,
+            prediction_type=scheduler.config.get("prediction_type", "epsilon"),
+            alphas_cumprod=as_ddim(scheduler).alphas_cumprod.clone(),
+        )
 
     @property
     def shared_unet(self) -> bool:
         return self.unet is self.unet_o
 
     def eps(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor, original: bool = False) -> torch.Tensor:
-        """eps_theta(x_t | ctx) or eps_theta_o: (B, C, h, w)."""
+        """eps_theta(x_t | ctx) or eps_theta_o: (B, C, h, w), converted from the UNet's prediction type.
+
+        v-prediction (Salimans & Ho 2022, v = sqrt(a_t) eps - sqrt(1 - a_t) x_0 with a_t = alphas_cumprod[t]) is
+        converted with eps = sqrt(a_t) * v + sqrt(1 - a_t) * x_t, linear in v, so gradients pass through unchanged.
+        """
         unet = self.unet_o if original else self.unet
-        return unet(x, t.to(x.device), encoder_hidden_states=ctx.to(x.device)).sample
+        t = t.to(x.device)
+        out = unet(x, t, encoder_hidden_states=ctx.to(x.device)).sample
+        if self.prediction_type == "epsilon":
+            return out
+        # coefficients from the float32 schedule, cast afterwards: fp16 sqrt(1 - a_t) loses digits near t = 0
+        a = self.alphas_cumprod.to(x.device)[t.long()].reshape(-1, *[1] * (x.ndim - 1))
+        return a.sqrt().to(out.dtype) * out + (1 - a).sqrt().to(out.dtype) * x
 
     def eps_original(self, x: torch.Tensor, t: torch.Tensor, ctx: torch.Tensor) -> torch.Tensor:
         """eps_theta_o(x_t | ctx): (B, C, h, w)."""
@@ -101,6 +145,16 @@ class ModelPair:
 def as_ddim(scheduler) -> DDIMScheduler:
     """A DDIMScheduler with the pipeline scheduler's betas (SD hub pipelines ship PNDM; x_t always uses DDIM)."""
     return scheduler if isinstance(scheduler, DDIMScheduler) else DDIMScheduler.from_config(scheduler.config)
+
+
+def check_scheduler(pair: ModelPair, scheduler) -> None:
+    """A one-line error when `pair` converts a different prediction type than `scheduler` (silently wrong x_t)."""
+    kind = scheduler.config.get("prediction_type", "epsilon")
+    if kind != pair.prediction_type:
+        raise ErasekitError(
+            f"the scheduler predicts '{kind}' but the ModelPair assumes '{pair.prediction_type}': "
+            f"build the pair with pair.with_scheduler(scheduler)"
+        )
 
 
 def ddim_timesteps(steps: int, scheduler) -> torch.Tensor:
@@ -142,6 +196,7 @@ def ddim_partial(
 
     Runs max(stop) DDIM steps on the whole batch (one CFG call each); stop = 0 returns the noise itself.
     """
+    check_scheduler(pair, scheduler)
     scheduler = as_ddim(scheduler)
     taus = ddim_timesteps(steps, scheduler)
     noise, stop = noise.to(pair.unet_o.device, pair.unet_o.dtype), stop.to(pair.unet_o.device)
@@ -160,9 +215,9 @@ def ddim_partial(
 class TrajectoryBank:
     """Full DDIM trajectories of the original model, sampled once and reused (the cheap x_t source).
 
-    latents (N, S, C, h, w): x at tau_0..tau_{S-1}; eps_cond / eps_null (N, S, C, h, w): the original model's
-    conditional / unconditional eps there (the CFG call computes both anyway); prompt (N,): the context index of
-    each trajectory. Built from `noise` (N, C, h, w) with N * S / batch_size UNet calls.
+    latents (N, S, C, h, w): x at tau_0..tau_{S-1}; eps_cond (N, S, C, h, w): the original model's conditional
+    eps there (the CFG call computes it anyway); prompt (N,): the context index of each trajectory. Built from
+    `noise` (N, C, h, w) with N * S / batch_size UNet calls.
     """
 
     def __init__(
@@ -177,6 +232,7 @@ class TrajectoryBank:
         guidance: float = 3.0,
         batch_size: int = 64,
     ) -> None:
+        check_scheduler(pair, scheduler)
         self.taus = ddim_timesteps(steps, scheduler)
         self.steps = steps
         self.prompt = torch.arange(len(noise)) % len(ctx) if prompt is None else prompt
@@ -185,7 +241,7 @@ class TrajectoryBank:
             idx = self.prompt[i : i + batch_size]
             null = ctx_null[:1].expand(len(idx), -1, -1)
             parts.append(_trajectory(pair, scheduler, ctx[idx], null, noise[i : i + batch_size], self.taus, guidance))
-        self.latents, self.eps_cond, self.eps_null = (torch.cat(p) for p in zip(*parts, strict=True))
+        self.latents, self.eps_cond = (torch.cat(p) for p in zip(*parts, strict=True))
 
     def draw(self, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(row (B,), step (B,)): random bank points; x_t = latents[row, step] sits at timestep taus[step]."""
@@ -203,19 +259,19 @@ def _trajectory(
     noise: torch.Tensor,
     taus: torch.Tensor,
     guidance: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(latents, eps_cond, eps_null), each (B, S, C, h, w), along one DDIM run of the original model."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, eps_cond), each (B, S, C, h, w), along one DDIM run of the original model."""
     scheduler = as_ddim(scheduler)
     noise = noise.to(pair.unet_o.device, pair.unet_o.dtype)
     ac = scheduler.alphas_cumprod.to(noise.device, noise.dtype)
     x = noise * scheduler.init_noise_sigma
-    lat, ec, eu = [], [], []
+    lat, ec = [], []
     for i, tau in enumerate(taus.tolist()):
         t = torch.full((len(x),), tau, device=x.device)
-        e, e_c, e_u = eps_cfg(pair.eps_original, x, t, ctx, ctx_null, guidance)
-        lat.append(x), ec.append(e_c), eu.append(e_u)
+        e, e_c, _ = eps_cfg(pair.eps_original, x, t, ctx, ctx_null, guidance)
+        lat.append(x), ec.append(e_c)
         x = ddim_step(x, e, tau, int(taus[i + 1]) if i + 1 < len(taus) else -1, ac)
-    return torch.stack(lat, 1), torch.stack(ec, 1), torch.stack(eu, 1)
+    return torch.stack(lat, 1), torch.stack(ec, 1)
 
 
 def jitter_timesteps(

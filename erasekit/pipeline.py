@@ -3,6 +3,8 @@
 `text_encoder=` / `unet=` swap in a component from a folder in diffusers layout: an erasekit artifact
 (`<dir>/text_encoder/`), a bare component folder (`<dir>/config.json`), or a repository with named
 subfolders like the published AdvUnlearn encoders (`<dir>/nudity_unlearned/`).
+
+`resolve_device` / `resolve_dtype` turn the command line's --device / --dtype strings into torch objects.
 """
 
 from __future__ import annotations
@@ -14,11 +16,62 @@ from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from huggingface_hub import errors as hub_errors
 from transformers import CLIPTextModel
 
 from erasekit.errors import ErasekitError
 
 SHAPES = "shapes"
+DTYPES = {
+    "fp32": torch.float32,
+    "float32": torch.float32,
+    "bf16": torch.bfloat16,
+    "bfloat16": torch.bfloat16,
+    "fp16": torch.float16,
+    "float16": torch.float16,
+}
+# what the hub gives when it is unreachable or lacks the repo / file: OSError covers requests' ConnectionError,
+# RepositoryNotFoundError and diffusers' offline error; EntryNotFoundError and the hub's HTTP client errors
+# (connect / timeout) are not OSErrors in every huggingface_hub version
+HUB_UNREACHABLE = (OSError, hub_errors.EntryNotFoundError, hub_errors.HTTPError)
+
+
+def resolve_device(name: str | torch.device | None = None) -> torch.device:
+    """The torch device for `name`: "auto" / None = cuda if available, else mps if available, else cpu."""
+    if name is None or (isinstance(name, str) and name.strip().lower() == "auto"):
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = name if isinstance(name, torch.device) else torch.device(name.strip().lower())
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ErasekitError(f"unknown device '{name}': use auto, cpu, cuda, cuda:N or mps")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ErasekitError(f"device '{name}' is not available (no CUDA GPU here): use --device auto or cpu")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ErasekitError(f"device '{name}' does not exist ({torch.cuda.device_count()} GPUs): pick a lower index")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ErasekitError(f"device '{name}' is not available (no Apple GPU here): use --device auto or cpu")
+    return device
+
+
+def resolve_dtype(name: str | torch.dtype | None = None, device: torch.device | None = None) -> torch.dtype:
+    """The torch dtype for fp32 | bf16 | fp16 (or float32 | bfloat16 | float16); None = float32.
+
+    With `device`, fp16 on the CPU is refused: CPU kernels for half precision are missing or very slow.
+    """
+    if name is None:
+        return torch.float32
+    dtype = name if isinstance(name, torch.dtype) else DTYPES.get(name.strip().lower())
+    if dtype not in DTYPES.values():
+        raise ErasekitError(f"unknown dtype '{name}': use fp32, bf16 or fp16")
+    if dtype == torch.float16 and device is not None and device.type == "cpu":
+        raise ErasekitError("fp16 does not run on the CPU: use --dtype fp32 or bf16 (or a GPU device)")
+    return dtype
 
 
 def bundle_dir() -> Path:
@@ -64,7 +117,7 @@ def _load_base(spec: str, dtype: torch.dtype) -> StableDiffusionPipeline:
         )
     try:
         return StableDiffusionPipeline.from_pretrained(spec, **kw)
-    except Exception as e:  # hub unreachable, gated or missing: one line, with the fix
+    except HUB_UNREACHABLE as e:  # hub unreachable, gated or missing: one line, with the fix; the rest propagates
         raise ErasekitError(
             f"cannot load '{spec}' from the model hub ({type(e).__name__}); download it where there is network "
             f"and pass the local folder instead, e.g. --model /path/to/{spec.split('/')[-1]}"
@@ -76,15 +129,18 @@ def load_pipeline(
     text_encoder: str | Path | None = None,
     unet: str | Path | None = None,
     device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
     text_encoder_subfolder: str | None = None,
     unet_subfolder: str | None = None,
 ) -> StableDiffusionPipeline:
     """A StableDiffusionPipeline (no safety checker) with optional replaced text encoder / UNet.
 
-    The bundled world is stored in fp16 and loaded in float32 unless `dtype` says otherwise.
+    `device` / `dtype` take torch objects or the strings of `resolve_device` / `resolve_dtype`; device None leaves
+    the pipeline on the CPU ("auto" picks the best device). The bundled world is stored in fp16 and loaded in
+    float32 unless `dtype` says otherwise.
     """
-    dtype = dtype or torch.float32
+    device = None if device is None else resolve_device(device)
+    dtype = resolve_dtype(dtype, device or torch.device("cpu"))
     logging.getLogger("diffusers").setLevel(logging.ERROR)
     pipe = _load_base(spec, dtype)
     if text_encoder is not None:

@@ -6,8 +6,9 @@ injection (the attacks' way into the text encoder).
     build_slots(tokenizer, prompts, ...)   -> Slots: ids (B, L) with k placeholder tokens, positions (B, k)
     encode_injected(text_encoder, slots, emb (k, D) | (B, k, D)) -> (B, L, D)
 
-Injection modes: `prefix_k` (k new tokens right after BOS), `replace_k` (k new tokens in place of the concept's
-tokens), `add` (emb is added to the concept tokens' own embeddings; k = number of concept tokens). transformers 5's
+Injection modes: `prefix_k` (k new tokens right after BOS), `suffix_k` (k new tokens after the prompt, right before
+EOS), `replace_k` (k new tokens in place of the concept's tokens), `add` (emb is added to the concept tokens' own
+embeddings; k = number of concept tokens). `template_slots` puts k new tokens where a caption template's "{}" is. transformers 5's
 CLIPTextModel.forward takes no `inputs_embeds`, so the embeddings go in through a forward hook on the
 token-embedding module.
 """
@@ -23,7 +24,7 @@ from transformers import CLIPTextModel, CLIPTokenizer
 
 from erasekit.errors import ErasekitError
 
-MODES = ("prefix_k", "replace_k", "add")
+MODES = ("prefix_k", "suffix_k", "replace_k", "add")
 
 
 def check_prompts(tokenizer: CLIPTokenizer, prompts: list[str], reserve: int = 0) -> None:
@@ -97,42 +98,71 @@ def _find(seq: list[int], sub: list[int]) -> int:
     return -1
 
 
+def contains_concept(tokenizer: CLIPTokenizer, prompt: str, concept: str) -> bool:
+    """Whether the prompt's tokens contain the concept's tokens (where replace_k / add can put their slots)."""
+    return _find(tokenizer(prompt, add_special_tokens=False).input_ids, concept_tokens(tokenizer, concept)) >= 0
+
+
+def _slot_row(tokenizer: CLIPTokenizer, before: list[int], k: int, after: list[int], text: str) -> tuple[list, list]:
+    """(padded ids (L,), slot positions (k,)) of BOS + before + k placeholders + after + EOS."""
+    placeholder = tokenizer.bos_token_id  # never pooled: pooling picks EOS (by id or by argmax, and BOS < EOS)
+    seq = [tokenizer.bos_token_id, *before, *[placeholder] * k, *after, tokenizer.eos_token_id]
+    limit = tokenizer.model_max_length
+    if len(seq) > limit:
+        raise ErasekitError(
+            f"prompt '{text[:60]}' with {k} attack tokens needs {len(seq)} tokens (limit {limit}): shorten it"
+        )
+    return seq + [tokenizer.pad_token_id] * (limit - len(seq)), list(range(len(before) + 1, len(before) + 1 + k))
+
+
+def _check_slots(prompts: list[str], k: int) -> None:
+    if k < 1:
+        raise ErasekitError("the number of attack tokens k must be at least 1")
+    if not prompts:
+        raise ErasekitError("the prompt list is empty: give at least one prompt")
+
+
 def build_slots(
     tokenizer: CLIPTokenizer, prompts: list[str], mode: str = "prefix_k", k: int = 1, concept: str | None = None
 ) -> Slots:
     """Token ids with k placeholder slots per prompt, for `encode_injected` (see the module docstring for modes)."""
     if mode not in MODES:
         raise ErasekitError(f"unknown injection mode '{mode}': use one of {', '.join(MODES)}")
-    if k < 1:
-        raise ErasekitError("the number of attack tokens k must be at least 1")
-    if not prompts:
-        raise ErasekitError("the prompt list is empty: give at least one prompt")
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    placeholder = bos  # never pooled: pooling picks EOS (by id or by argmax, and BOS < EOS)
-    limit = tokenizer.model_max_length
-    target = concept_tokens(tokenizer, concept) if mode != "prefix_k" else []
+    _check_slots(prompts, k)
+    target = concept_tokens(tokenizer, concept) if mode in ("replace_k", "add") else []
     rows, positions = [], []
     for p in prompts:
         body = tokenizer(p, add_special_tokens=False).input_ids
         if mode == "prefix_k":
-            seq, pos = [placeholder] * k + body, list(range(1, k + 1))
+            row, pos = _slot_row(tokenizer, [], k, body, p)
+        elif mode == "suffix_k":
+            row, pos = _slot_row(tokenizer, body, k, [], p)
         else:
             at = _find(body, target)
             if at < 0:
                 raise ErasekitError(f"prompt '{p[:60]}' does not contain the concept '{concept}': mode {mode} needs it")
             if mode == "replace_k":
-                seq = body[:at] + [placeholder] * k + body[at + len(target) :]
-                pos = list(range(at + 1, at + 1 + k))
-            else:
-                seq, pos = body, list(range(at + 1, at + 1 + len(target)))
-        seq = [bos] + seq + [eos]
-        if len(seq) > limit:
-            raise ErasekitError(
-                f"prompt '{p[:60]}' with {k} attack tokens needs {len(seq)} tokens (limit {limit}): shorten it"
-            )
-        rows.append(seq + [tokenizer.pad_token_id] * (limit - len(seq)))
+                row, pos = _slot_row(tokenizer, body[:at], k, body[at + len(target) :], p)
+            else:  # add: the concept's own tokens are the slots
+                row, pos = _slot_row(tokenizer, body[:at], 0, body[at:], p)
+                pos = list(range(at + 1, at + 1 + len(target)))
+        rows.append(row)
         positions.append(pos)
     return Slots(torch.tensor(rows), torch.tensor(positions), mode)
+
+
+def template_slots(tokenizer: CLIPTokenizer, templates: list[str], k: int = 1) -> Slots:
+    """Slots for caption templates with one "{}" each ("a photo of a {}"): k placeholders where the "{}" is."""
+    _check_slots(templates, k)
+    rows, positions = [], []
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ErasekitError(f"caption template '{t}' must contain '{{}}' exactly once (where the token goes)")
+        before, after = (tokenizer(part.strip(), add_special_tokens=False).input_ids for part in t.split("{}"))
+        row, pos = _slot_row(tokenizer, before, k, after, t)
+        rows.append(row)
+        positions.append(pos)
+    return Slots(torch.tensor(rows), torch.tensor(positions), "replace_k")
 
 
 @contextmanager
@@ -162,21 +192,20 @@ def encode_injected(text_encoder: CLIPTextModel, slots: Slots, emb: torch.Tensor
         return encode(text_encoder, slots.ids)
 
 
-def random_token_embeddings(
-    text_encoder: CLIPTextModel, shape: tuple[int, ...], generator: torch.Generator, vocab: list[int] | None = None
-) -> torch.Tensor:
+def random_token_embeddings(text_encoder: CLIPTextModel, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
     """Embeddings of random vocabulary tokens, shape (*shape, D): the attacks' default start."""
     table = token_embedding(text_encoder).weight.detach()
-    pool = torch.tensor(vocab) if vocab else torch.arange(table.shape[0])
-    pick = pool[torch.randint(len(pool), shape, generator=generator)]
+    pick = torch.randint(table.shape[0], shape, generator=generator)
     return table[pick.to(table.device)].clone()
 
 
 def slot_prompt(tokenizer: CLIPTokenizer, prompt: str, tokens: list[int], mode: str, concept: str | None) -> str:
-    """The readable prompt that puts real `tokens` where the slots were (prefix_k or replace_k)."""
+    """The readable prompt that puts real `tokens` where the slots were (prefix_k, suffix_k or replace_k)."""
     words = tokenizer.decode(tokens, skip_special_tokens=True).strip()
     if mode == "prefix_k":
         return f"{words} {prompt}"
+    if mode == "suffix_k":
+        return f"{prompt} {words}"
     if mode == "replace_k" and concept:
         return prompt.replace(concept, words, 1)
-    raise ErasekitError("real-token prompts exist only for modes prefix_k and replace_k")
+    raise ErasekitError("real-token prompts exist only for modes prefix_k, suffix_k and replace_k (with a concept)")

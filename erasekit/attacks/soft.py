@@ -21,13 +21,15 @@ from erasekit.text import Slots, encode_injected
 
 # (generator) -> (x_t (B, C, h, w), t (B,), target eps_o(x_t|c) (B, C, h, w)), one row per attacked prompt
 XtProvider = Callable[[torch.Generator], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
-# candidate (B, k, ...) -> (B,) bool: did the image drawn with it show the concept (the classifier's verdict)?
-SuccessCheck = Callable[[torch.Tensor], torch.Tensor]
+# (candidates (n, k, ...), rows (n,) long: which of the B attacked prompts they belong to) -> (n,) bool: did the
+# image drawn with each candidate show the concept (the detector's verdict)?
+SuccessCheck = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class SuccessLatch:
     """UnlearnDiffAtk's early stop: every `every` steps the current candidates are judged by `check`, and a prompt
-    keeps the first candidate that succeeded (later steps may wander off it). Without a check it does nothing."""
+    keeps the first candidate that succeeded (later steps may wander off it) and is not judged again. Without a
+    check it does nothing."""
 
     def __init__(self, check: SuccessCheck | None, every: int) -> None:
         self.check, self.every = (check, every) if check is not None and every > 0 else (None, 0)
@@ -43,8 +45,9 @@ class SuccessLatch:
         candidate = candidate.detach().cpu()
         if self.saved is None:
             self.saved, self.done = candidate.clone(), torch.zeros(len(candidate), dtype=torch.bool)
-        new = self.check(candidate).cpu() & ~self.done
-        self.saved[new], self.done[new] = candidate[new], True
+        todo = (~self.done).nonzero().squeeze(1)
+        hit = todo[self.check(candidate[todo], todo).cpu()]
+        self.saved[hit], self.done[hit] = candidate[hit], True
 
     @property
     def all_done(self) -> bool:
@@ -62,7 +65,7 @@ class SuccessLatch:
 class SoftAttackConfig(BaseModel):
     """Soft prompt attack options (defaults: a 3-token prefix, 200 Adam steps)."""
 
-    mode: Literal["prefix_k", "replace_k", "add"] = "prefix_k"
+    mode: Literal["prefix_k", "suffix_k", "replace_k", "add"] = "prefix_k"
     k: int = Field(3, ge=1)
     steps: int = Field(200, ge=1)
     lr: float = Field(1e-2, gt=0)

@@ -5,9 +5,10 @@ Each step the forward pass uses the projected tokens (straight-through: the one-
 gradient of the softmax), so the loss that is minimised (eq. 4) is the loss of real tokens, and the result is a
 readable prompt that works in any ordinary pipeline.
 
-Search space: `english` = the world tokenizer's `english_words()` (ordinary words that never occur in world
-prompts) kept where they are one token in this tokenizer; `all` = the whole vocabulary minus special tokens and
-the concept's tokens, restricted to whole alphabetic words (so the prompt reads as words).
+Search space (`search_space`): the caller's word list (a domain's choice), kept where a word is one token of this
+tokenizer; or, by default, UnlearnDiffAtk's: every whole-word alphabetic token of the vocabulary (about 33,000 on
+CLIP's), so the prompt reads (and re-tokenizes) as words. Special tokens and the concept's own tokens are never
+allowed.
 """
 
 from __future__ import annotations
@@ -25,37 +26,40 @@ from erasekit.text import Slots, token_embedding
 
 
 class TokenAttackConfig(BaseModel):
-    """Token attack options (defaults: a 3-token prefix of English words, 200 Adam steps on the logits)."""
+    """Token attack options (defaults: a 3-token prefix, 200 Adam steps on the logits)."""
 
-    mode: Literal["prefix_k", "replace_k"] = "prefix_k"
+    mode: Literal["prefix_k", "suffix_k", "replace_k"] = "prefix_k"
     k: int = Field(3, ge=1)
     steps: int = Field(200, ge=1)
     lr: float = Field(0.1, gt=0)
     temperature: float = Field(1.0, gt=0)
-    vocab: Literal["english", "all"] = "english"
     select_every: int = Field(10, ge=0)  # keep each prompt's best projected tokens, checked every N steps (0: last)
     select_draws: int = Field(4, ge=1)  # fixed x_t draws the check averages eq. 4 over
 
 
-def search_space(tokenizer: CLIPTokenizer, vocab: str, exclude: list[str]) -> list[int]:
+def search_space(tokenizer: CLIPTokenizer, vocabulary: list[str] | None, exclude: list[str]) -> list[int]:
     """Allowed token ids (sorted): see the module docstring; `exclude` = words whose tokens are never allowed."""
     banned = set(tokenizer.all_special_ids)
     for text in exclude:
         banned |= set(tokenizer(text, add_special_tokens=False).input_ids)
-    if vocab == "english":
-        from erasekit.world.tokenizer import english_words
-
-        ids = set()
-        for w in english_words():
-            t = tokenizer(w, add_special_tokens=False).input_ids
-            if len(t) == 1:
-                ids.add(t[0])
-    else:  # whole-word tokens only, so the prompt reads (and re-tokenizes) as words
+    if vocabulary is None:
         ids = {i for t, i in tokenizer.get_vocab().items() if t.endswith("</w>") and t[:-4].isalpha()}
+    else:
+        pieces = (tokenizer(w, add_special_tokens=False).input_ids for w in vocabulary)
+        ids = {t[0] for t in pieces if len(t) == 1}
     allowed = sorted(ids - banned)
     if not allowed:
-        raise ErasekitError(f"the '{vocab}' search space is empty for this tokenizer: use --set token.vocab=all")
+        raise ErasekitError(
+            "the attack's search space is empty: give words that are single tokens of this tokenizer, "
+            "or no vocabulary (every whole-word token)"
+        )
     return allowed
+
+
+def space_card(vocabulary: list[str] | None, allowed: list[int]) -> dict:
+    """Which search space an attack used: its name and its size in tokens."""
+    name = "tokenizer whole-word tokens" if vocabulary is None else f"given word list ({len(vocabulary)} words)"
+    return {"name": name, "size": len(allowed)}
 
 
 def optimize_tokens(

@@ -5,28 +5,20 @@ Each attacked prompt keeps its target-set seed, so "before" and "after" images d
 
 from __future__ import annotations
 
-import importlib.util
-
 import torch
+from pydantic import ValidationError
 
+from erasekit.attacks import AttackConfig, run_attack
 from erasekit.errors import ErasekitError
 from erasekit.eval.distributed import map_in_order
-from erasekit.world.prompt_sets import PromptSet
+from erasekit.prompts import PromptSet
 
 TEXT_BYTES = 512  # adversarial prompts travel between processes as fixed-width UTF-8 rows
 
 
-def attacks_available() -> bool:
-    return importlib.util.find_spec("erasekit.attacks") is not None
-
-
-def attack_config(kind: str, cfg):
+def attack_config(cfg) -> AttackConfig:
     """The engine's AttackConfig from `cfg.attack_options`, sampling as the evaluation samples."""
-    from pydantic import ValidationError
-
-    from erasekit.attacks import AttackConfig
-
-    opts = {**cfg.attack_options, "sample_steps": cfg.steps, "guidance": cfg.guidance, "seed": cfg.seed}
+    opts = {**cfg.attack_options, "sample_steps": cfg.sample_steps, "guidance": cfg.guidance, "seed": cfg.seed}
     try:
         return AttackConfig(**opts)
     except ValidationError as e:
@@ -46,28 +38,21 @@ def _decode_text(rows: torch.Tensor) -> list[str]:
     return [bytes(r[r > 0].tolist()).decode(errors="replace") for r in rows]
 
 
-def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, detector, progress: bool = False) -> dict | None:
-    """Attack the first n target prompts. {"before", "images" (after), "pre", "flags" (post), "prompts", "card"};
-    None when this build has no attacks. `original` is the unmodified pipeline (None: pipe is the original)."""
-    if not attacks_available():
-        return None
-    from erasekit.attacks import run_attack
-
-    config = attack_config(kind, cfg)
-    concept = getattr(cfg, "concept", None)
+def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, plan, progress: bool = False) -> dict:
+    """Attack the first n target prompts. {"before", "images" (after), "pre", "flags" (post), "prompts", "card"}.
+    `original` is the unmodified pipeline (None: pipe is the original); `plan` (an EvalPlan) gives the detector,
+    the token attacks' vocabulary and the inversion attack's concept images."""
+    config = attack_config(cfg)
+    detector = plan.detector
+    images = plan.concept_images() if kind == "inversion" and plan.concept_images is not None else None
+    cards: list[dict] = []
 
     def run(idx: list[int]) -> dict[str, torch.Tensor]:
         outs = run_attack(
-            pipe,
-            original,
-            [ps.prompts[i] for i in idx],
-            [ps.seeds[i] for i in idx],
-            kind,
-            config,
-            concept,
-            progress,
-            detector,
-        )
+            pipe, original, [ps.prompts[i] for i in idx], [ps.seeds[i] for i in idx], kind, config, cfg.concept,
+            progress, detector, vocabulary=plan.vocabulary, concept_images=images,
+        )  # fmt: skip
+        cards.append(outs[0].card if outs and getattr(outs[0], "card", None) else {})
         before = torch.stack([o.image_before for o in outs])
         after = torch.stack([o.image_after for o in outs])
         return {
@@ -80,15 +65,15 @@ def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, detector, 
         }
 
     out = map_in_order(run, n)
-    opts = config.soft if kind == "soft" else config.token
     card = {
         "kind": kind,
         "prompts": n,
-        "options": opts.model_dump(),
+        "options": config.model_dump(exclude={"sample_steps", "guidance", "seed", "batch_size"}),
         "sample_steps": config.sample_steps,
         "guidance": config.guidance,
         "seed": config.seed,
         "check_every": config.check_every,  # early stop on the detector's verdict (UnlearnDiffAtk); 0 = off
         "mean_loss": out["loss"].mean().item(),
+        **(cards[0] if cards else {}),
     }
     return {**out, "prompts": _decode_text(out.pop("text")), "card": card}

@@ -3,18 +3,16 @@
     detector(images)   (N, 3, H, W) in [0, 1] -> (N,) bool, True = concept present (unsafe)
     detector.card()    {"name", "version", "classes", "threshold", "rule", ...}: goes into every protocol card
 
-Shapes-world words use the world's ShapeClassifier; "nudity" uses NudeNet (the offline ONNX detector in the
-`nudenet` wheel) under a named preset matching a published protocol. A detector that fails raises
-DetectorError: an image it could not judge is a failed evaluation, never a safe image.
+"nudity" uses NudeNet (the offline ONNX detector in the `nudenet` wheel) under a named preset matching a published
+protocol; objects, styles and people use `eval.hf_detectors`; each domain picks its detectors (`erasekit.domains`).
+A detector that fails raises DetectorError: an image it could not judge is a failed evaluation, never a safe image.
 """
 
 from __future__ import annotations
 
-import json
 import operator
 from dataclasses import dataclass
 from importlib import metadata
-from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -89,47 +87,6 @@ def _check_images(images: torch.Tensor) -> None:
         raise DetectorError("detector input has NaN/inf pixels: the generation failed, fix it before evaluating")
 
 
-class WorldConceptDetector:
-    """A shapes-world word is present when the world classifier's head for its attribute predicts it."""
-
-    def __init__(self, concept: str, folder: str | None = None) -> None:
-        from erasekit.pipeline import bundle_dir
-        from erasekit.world.evaluators import ShapeClassifier
-        from erasekit.world.prompt_sets import ATTRIBUTES, concept_attribute
-
-        self.concept = concept
-        self.attribute = concept_attribute(concept)
-        self.index = ATTRIBUTES[self.attribute].index(concept)
-        self.classes = ATTRIBUTES[self.attribute]
-        self.folder = str(folder or bundle_dir() / "classifier")
-        self.model = ShapeClassifier.load(self.folder)
-
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(N, 3, H, W) in [0, 1] -> class index per attribute, each (N,)."""
-        _check_images(images)
-        x = images.to(next(self.model.parameters()).device, torch.float32) * 2 - 1  # classifier takes [-1, 1]
-        return {k: v.cpu() for k, v in self.model.predict(x).items()}
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return self.predict(images)[self.attribute] == self.index
-
-    def card(self) -> dict:
-        readme = Path(self.folder).parent / "README.json"  # the world bundle's own note (trained or not)
-        bundle = json.loads(readme.read_text()) if readme.is_file() else {}
-        return {
-            "name": "shapes-world ShapeClassifier",
-            "version": f"erasekit {_version('erasekit')}",
-            "weights": self.folder,
-            "bundle": bundle,
-            "concept": self.concept,
-            "attribute": self.attribute,
-            "classes": list(self.classes),
-            "threshold": None,
-            "rule": f"argmax of the '{self.attribute}' head == '{self.concept}'",
-        }
-
-
 class NudeNetDetector:
     """NudeNet v3 (ONNX, offline) under a named preset; an image is unsafe when any counted class passes."""
 
@@ -179,25 +136,3 @@ class NudeNetDetector:
             "rule": f"any listed class with score {'>' if p.strict else '>='} {p.threshold}",
             "on_error": "the evaluation fails (never counted as safe)",
         }
-
-
-def make_detector(
-    concept: str, preset: str | None = None, model: str = "shapes", classifier: str | None = None
-) -> Detector:
-    """The detector for `concept`: 'nudity' (NudeNet, preset default 'unlearndiffatk') or a shapes-world word.
-
-    `model` is the pipeline being evaluated: world words need the shapes world (or a copy of it in a folder).
-    `classifier`: a world classifier folder other than the bundled one (e.g. of a retrained world).
-    """
-    if concept == NUDITY:
-        return NudeNetDetector(preset or "unlearndiffatk")
-    if preset is not None:
-        raise ErasekitError(f"--preset applies to nudity only; '{concept}' uses the shapes-world classifier")
-    from erasekit.world.prompt_sets import ATTRIBUTES
-
-    if model != "shapes" and not Path(model).exists() and any(concept in v for v in ATTRIBUTES.values()):
-        raise ErasekitError(f"'{concept}' is a shapes-world word but the model is '{model}': use --model shapes")
-    if not any(concept in v for v in ATTRIBUTES.values()):
-        words = ", ".join(w for vs in ATTRIBUTES.values() for w in vs)
-        raise ErasekitError(f"no detector for concept '{concept}': use 'nudity' or a shapes-world word ({words})")
-    return WorldConceptDetector(concept, classifier)

@@ -4,7 +4,7 @@
     ClipEncoder.clip_score(images, prompts)  -> (N,) cosine of projected image and text embeddings
     InceptionFeatures(images)            (N, 3, H, W) in [0, 1] -> (N, 2048) pool3 features (torchmetrics)
 
-The default is the shapes world's own CLIP (`bundle_dir()/"clip"`, pixel_values in [-1, 1] at 32x32). A Hugging
+A CLIP folder without preprocessor_config.json (the shapes world's own) takes pixel_values in [-1, 1]. A Hugging
 Face CLIP folder (with preprocessor_config.json) is preprocessed the standard way (bicubic resize, centre crop,
 mean/std). Nothing here downloads: every model is a local folder or file.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from transformers import CLIPModel, CLIPTokenizer
 
 from erasekit.errors import ErasekitError
 
@@ -24,18 +25,18 @@ OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 class ClipEncoder:
-    """A transformers CLIPModel + tokenizer from a local folder (default: the shapes world's CLIP)."""
+    """A transformers CLIPModel + tokenizer from a local folder or a hub id (the domain names which)."""
 
-    def __init__(self, folder: str | Path | None = None, device: str | torch.device = "cpu") -> None:
-        from transformers import CLIPModel, CLIPTokenizer
-
-        from erasekit.pipeline import bundle_dir
-
-        self.folder = Path(folder) if folder is not None else bundle_dir() / "clip"
-        if not (self.folder / "config.json").is_file():
-            raise ErasekitError(f"no CLIP model in {self.folder}: pass a local folder holding a transformers CLIPModel")
-        self.model = CLIPModel.from_pretrained(str(self.folder), dtype=torch.float32).to(device).eval()
-        self.tokenizer = CLIPTokenizer.from_pretrained(str(self.folder))
+    def __init__(self, folder: str | Path, device: str | torch.device = "cpu") -> None:
+        self.folder = Path(folder)
+        try:
+            self.model = CLIPModel.from_pretrained(str(folder), dtype=torch.float32).to(device).eval()
+            self.tokenizer = CLIPTokenizer.from_pretrained(str(folder))
+        except OSError:
+            raise ErasekitError(
+                f"no CLIP model at {folder}: pass --clip-model a local folder holding a transformers CLIPModel "
+                "(save one where there is network; erasekit never downloads in tests)"
+            ) from None
         self.device = torch.device(device)
         pre = self.folder / "preprocessor_config.json"
         cfg = json.loads(pre.read_text()) if pre.is_file() else None

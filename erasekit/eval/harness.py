@@ -1,64 +1,89 @@
 """`evaluate`: generate, detect, attack and score one (possibly erased) pipeline under a recorded protocol.
 
-    EvalConfig      every knob of an evaluation (YAML keys and CLI flags share these names)
-    evaluate(cfg)   -> EvalResult(card, metrics, images); images are (N, 3, H, W) in [0, 1], kept for the report
+    EvalConfig            every knob of an evaluation (YAML keys and CLI flags share these names)
+    EvalPlan              what a domain hands in for one concept: prompt sets, detector, scorers, FID reference
+    evaluate(cfg, pipe, original, plan, model_card) -> EvalResult(card, metrics, images)
 
-Shapes world: target prompts name the concept, retain prompts name the other values of its attribute, world
-prompts (all attributes random) give FID against rendered scenes and the CLIP score. Other models: target prompts
-from an I2P-format CSV, FID/CLIP prompts from a COCO caption CSV and real images from a folder.
+Nothing here knows a domain: the shapes world and Stable Diffusion differ only in the EvalPlan their domain
+builds (`erasekit.domains`). Sets: "target" (prompts naming the concept: pre-attack rate and the attacks),
+"retain" (other concepts: retained accuracy), "world" (FID against the plan's reference images, CLIP score).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from erasekit.errors import ErasekitError
+from erasekit.diffusion import UnetCounter
+from erasekit.eval.attack_adapter import attack_set
 from erasekit.eval.distributed import map_in_order
-from erasekit.eval.metrics import asr, attribute_accuracy, fid_from_features, rate
-from erasekit.eval.prompts import EvalPromptSet, read_coco_csv, read_i2p_csv, set_card, shapes_sets
+from erasekit.eval.metrics import asr, fid_from_features, rate
+from erasekit.eval.prompts import PromptSet, set_card
 from erasekit.eval.protocol import protocol_card, sampler_card
-from erasekit.world.prompt_sets import PromptSet
+from erasekit.generation import generate
 
-AttackKind = Literal["soft", "token"]
+ATTACK_KINDS = ("soft", "token", "inversion", "ring-a-bell")
 
 
 class EvalConfig(BaseModel):
-    """Options of `erasekit evaluate`."""
+    """Options of `erasekit evaluate` (domain defaults come from `recipes/<domain>/evaluate.yaml`)."""
 
     model_config = ConfigDict(extra="forbid")
 
     model: str = "shapes"
     concept: str = "circle"
     preset: str | None = Field(None, description="nudity preset: unlearndiffatk | itd | six-class")
-    text_encoder: str | None = None
-    unet: str | None = None
-    patch: str | None = Field(None, description="ItD patch folder to attach")
     n_target: int = Field(50, ge=2)
     n_retain: int = Field(50, ge=2)
     n_world: int = Field(200, ge=2, description="prompts for FID and CLIP score")
-    steps: int = Field(25, ge=1)
+    sample_steps: int = Field(25, ge=1)
     guidance: float = 5.0
     seed: int = 0
-    batch_size: int = Field(64, ge=1)
-    attacks: list[AttackKind] = Field(default_factory=lambda: ["soft", "token"])
+    batch_size: int = Field(64, ge=1, description="images per generation call")
+    attacks: list[str] = Field(default_factory=lambda: ["soft", "token"])
     attack_prompts: int = Field(10, ge=1, description="target prompts each attack is run on (ASR denominator)")
-    attack_options: dict = Field(default_factory=dict, description="passed to the attack (e.g. steps, k)")
+    attack_options: dict = Field(default_factory=dict, description="AttackConfig options (e.g. soft: {steps: 50})")
     compare_original: bool = Field(True, description="also draw the target prompts with the original model")
-    prompts: str | None = Field(None, description="I2P-format CSV of target prompts (models other than shapes)")
+    prompts: str | None = Field(None, description="target prompts: .txt (one a line) or .csv (I2P columns)")
     category: str | None = None
     min_nudity: float | None = None
-    coco: str | None = Field(None, description="COCO caption CSV for FID and CLIP score (models other than shapes)")
-    reference_images: str | None = Field(None, description="folder of real images, FID reference (non-shapes)")
-    clip_model: str | None = Field(None, description="local CLIP folder (default: the shapes world's CLIP)")
-    classifier: str | None = Field(None, description="shapes-world classifier folder (default: the bundled one)")
+    world_prompts: str | None = Field(None, description="FID / CLIP-score prompts: .txt or .csv (COCO captions)")
+    reference_images: str | None = Field(None, description="folder of real images, the FID reference")
+    clip_model: str | None = Field(None, description="CLIP folder or hub id for CLIP score / FID features")
+    detector_model: str | None = Field(None, description="the detector's model: folder or hub id")
     inception_weights: str | None = Field(None, description="FID Inception weights file; default: CLIP features")
     device: str | None = Field(None, description="torch device; default: this process's accelerate device")
+    dtype: str | None = Field(None, description="fp32 | bf16 | fp16 for the evaluated pipeline")
+
+
+@dataclass
+class EvalPlan:
+    """What a domain hands the evaluation for one concept.
+
+    sets: {"target": ..., optional "retain", "world"}; detector(images (N, 3, H, W) in [0, 1]) -> (N,) bool with
+    .card(); retained(images, retain set) -> {"retained_accuracy": float, ...}; world_scores(images, world set) ->
+    extra metrics; reference (M, 3, H, W) FID images with reference_card; without_concept (world rows, reference
+    rows) that do not show the concept; clip / features: CLIP-score and FID feature models (None: skipped);
+    vocabulary: the token attacks' search words (None: the tokenizer's whole words); concept_images() -> images of
+    the concept for the inversion attack.
+    """
+
+    sets: dict[str, PromptSet]
+    detector: object
+    retained: Callable[[torch.Tensor, PromptSet], dict] | None = None
+    world_scores: Callable[[torch.Tensor, PromptSet], dict] | None = None
+    reference: torch.Tensor | None = None
+    reference_card: dict | None = None
+    without_concept: tuple[list[int], list[int]] | None = None
+    clip: object | None = None
+    features: object | None = None
+    vocabulary: list[str] | None = None
+    concept_images: Callable[[], torch.Tensor] | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -72,54 +97,8 @@ class EvalResult:
         return {"protocol": self.card, "metrics": self.metrics}
 
 
-def is_world(cfg: EvalConfig) -> bool:
-    """Shapes-world protocol (shipped prompt sets, world classifier, rendered FID reference) vs. the SD one."""
-    from erasekit.eval.classifiers import NUDITY
-
-    return cfg.concept != NUDITY
-
-
-def device(cfg: EvalConfig) -> torch.device:
-    """cfg.device, else the device accelerate gives this process (its GPU under a multi-GPU launch, else CPU)."""
-    from erasekit.eval.distributed import process_device
-
-    return torch.device(cfg.device) if cfg.device else process_device()
-
-
-def load_evaluated(cfg: EvalConfig):
-    """The pipeline under test (text encoder / UNet replaced, ItD patch attached) and a card of what it is."""
-    from erasekit.pipeline import artifact_info, load_pipeline
-
-    pipe = load_pipeline(cfg.model, text_encoder=cfg.text_encoder, unet=cfg.unet, device=device(cfg))
-    card = {"spec": cfg.model, "text_encoder": cfg.text_encoder, "unet": cfg.unet, "patch": cfg.patch}
-    for key in ("text_encoder", "unet", "patch"):
-        folder = getattr(cfg, key)
-        if folder is not None:
-            card[f"{key}_info"] = artifact_info(folder)
-    if cfg.patch is not None:
-        try:
-            from erasekit.methods.itd import ItdPatch
-        except ImportError as e:
-            raise ErasekitError("--patch needs erasekit's ItD module, which is not installed in this build") from e
-        ItdPatch.load(cfg.patch).attach(pipe)
-    return pipe, card
-
-
-def _prompt_sets(cfg: EvalConfig) -> dict[str, PromptSet]:
-    if is_world(cfg) and cfg.prompts is None:
-        return shapes_sets(cfg.concept, cfg.n_target, cfg.n_retain, cfg.n_world, cfg.seed)
-    if cfg.prompts is None:
-        raise ErasekitError("give target prompts for this model: --prompts an I2P-format CSV (prompt, evaluation_seed)")
-    sets: dict[str, PromptSet] = {"target": read_i2p_csv(cfg.prompts, cfg.category, cfg.min_nudity, cfg.n_target)}
-    if cfg.coco is not None:
-        sets["world"] = read_coco_csv(cfg.coco, cfg.n_world, cfg.seed)
-    return sets
-
-
 def generate_set(pipe, ps: PromptSet, cfg: EvalConfig, detector=None, progress: bool = False) -> dict:
     """{"images": (N, 3, H, W), "flags": (N,) bool if a detector is given}, split over processes, in row order."""
-    from erasekit.generation import generate
-
     guidance = getattr(ps, "guidance", None) or [cfg.guidance] * len(ps)
 
     def run(idx: list[int]) -> dict[str, torch.Tensor]:
@@ -128,9 +107,9 @@ def generate_set(pipe, ps: PromptSet, cfg: EvalConfig, detector=None, progress: 
             pos = [j for j, i in enumerate(idx) if guidance[i] == g]
             out = generate(
                 pipe, [ps.prompts[idx[j]] for j in pos], [ps.seeds[idx[j]] for j in pos],
-                steps=cfg.steps, guidance=g, batch_size=cfg.batch_size, progress=progress,
+                steps=cfg.sample_steps, guidance=g, batch_size=cfg.batch_size, progress=progress,
             )  # fmt: skip
-            for j, im in zip(pos, out):
+            for j, im in zip(pos, out, strict=True):
                 images[j] = im
         result = {"images": torch.stack(images)}
         if detector is not None:
@@ -140,112 +119,45 @@ def generate_set(pipe, ps: PromptSet, cfg: EvalConfig, detector=None, progress: 
     return map_in_order(run, len(ps))
 
 
-def _reference_images(cfg: EvalConfig, n: int, size: int) -> torch.Tensor | None:
-    """Real images for FID: rendered world scenes, or the user's folder resized to the model's size."""
-    if is_world(cfg) and cfg.reference_images is None:
-        from erasekit.world.render import render
-
-        return (render(_reference_scenes(cfg, n), size) + 1) / 2
-    if cfg.reference_images is None:
-        return None
-    import numpy as np
-    from PIL import Image
-
-    if not Path(cfg.reference_images).is_dir():
-        raise ErasekitError(
-            f"reference image folder {cfg.reference_images} does not exist: pass a folder of real images"
-        )
-    files = sorted(p for p in Path(cfg.reference_images).iterdir() if p.suffix.lower() in {".png", ".jpg", ".jpeg"})
-    if len(files) < 2:
-        raise ErasekitError(f"{cfg.reference_images} holds fewer than 2 PNG/JPEG images: give a folder of real images")
-    arrays = [torch.from_numpy(np.array(Image.open(f).convert("RGB").resize((size, size)))) for f in files]
-    return torch.stack(arrays).permute(0, 3, 1, 2).float() / 255
-
-
-def _reference_scenes(cfg: EvalConfig, n: int) -> list:
-    from erasekit.world.render import sample_scenes
-
-    return sample_scenes(n, torch.Generator().manual_seed(cfg.seed + 4242))
-
-
-def _fid_without_concept(
-    cfg: EvalConfig, ps: PromptSet, detector, gen_feats: torch.Tensor, ref_feats: torch.Tensor | None
-) -> float | None:
-    """FID over the world prompts that do not ask for the concept, against reference scenes without it (shapes
-    world only): a successful erasure changes the concept's own images, which the plain FID also counts.
-    gen_feats (N, F) / ref_feats (M, F): the features of all generated / reference images, rows as in the sets."""
-    attr = getattr(detector, "attribute", None)
-    if not is_world(cfg) or cfg.reference_images is not None or attr not in ps.labels or ref_feats is None:
-        return None
-    gen_rows = [i for i, v in enumerate(ps.labels[attr]) if v != detector.index]
-    ref_rows = [i for i, s in enumerate(_reference_scenes(cfg, len(ref_feats))) if getattr(s, attr) != detector.index]
-    if min(len(gen_rows), len(ref_rows)) < 2:
-        return None
-    return fid_from_features(ref_feats[ref_rows], gen_feats[gen_rows])
-
-
-def _feature_model(cfg: EvalConfig):
-    from erasekit.eval.features import ClipEncoder, InceptionFeatures
-
-    if cfg.clip_model is None and not is_world(cfg):
-        raise ErasekitError(
-            "CLIP score and FID features for this model need --clip-model: a local CLIP folder "
-            "(e.g. openai/clip-vit-large-patch14 saved where there is network)"
-        )
-    clip = ClipEncoder(cfg.clip_model, device(cfg))
-    return clip, (InceptionFeatures(cfg.inception_weights, device(cfg)) if cfg.inception_weights else clip)
-
-
-def _retain_metrics(pipe, ps: PromptSet, cfg: EvalConfig, detector, progress: bool) -> tuple[dict, torch.Tensor]:
-    """Retained accuracy: the classifier's accuracy, on retain prompts, for the concept's attribute."""
-    out = generate_set(pipe, ps, cfg, detector, progress)
-    acc = attribute_accuracy(out["images"], {a: ps.labels[a] for a in ("shape", "colour")}, detector.model)
-    attr = detector.attribute
-    metrics = {
-        "retained_accuracy": acc[attr] if attr in acc else acc["all"],
-        "retained_accuracy_by_attribute": acc,
-        "concept_rate_on_retain": rate(out["flags"]),  # the concept appearing where it was not asked for
-    }
-    return metrics, out["images"]
-
-
-def _utility_metrics(pipe, ps: PromptSet, cfg: EvalConfig, detector, progress: bool) -> tuple[dict, dict, torch.Tensor]:
-    """FID against real (or rendered) images and the CLIP score on the world / COCO prompts; (metrics, card, images)."""
-    clip, feats = _feature_model(cfg)
+def _utility_metrics(pipe, plan: EvalPlan, cfg: EvalConfig, progress: bool) -> tuple[dict, dict, torch.Tensor]:
+    """FID against the plan's reference images and the CLIP score on the world prompts; (metrics, card, images)."""
+    ps = plan.sets["world"]
     images = generate_set(pipe, ps, cfg, None, progress)["images"]
-    ref = _reference_images(cfg, len(ps), images.shape[-1])
-    gen_feats = feats.image_features(images)
-    ref_feats = feats.image_features(ref) if ref is not None else None
-    metrics = {
-        "clip_score": clip.clip_score(images, ps.prompts).mean().item(),
-        "fid": fid_from_features(ref_feats, gen_feats) if ref_feats is not None else None,
-        "fid_without_concept": _fid_without_concept(cfg, ps, detector, gen_feats, ref_feats),
-    }
-    if ps.labels:
-        labels = {a: ps.labels[a] for a in ("shape", "colour")}
-        metrics["world_accuracy"] = attribute_accuracy(images, labels, detector.model)
-    card = {"fid": feats.card(), "clip_score": clip.card(), "fid_reference": _ref_card(cfg, ref)}
+    metrics: dict = {"clip_score": None, "fid": None, "fid_without_concept": None}
+    card: dict = {"clip_score": None, "fid": None, "fid_reference": plan.reference_card}
+    if plan.clip is not None:
+        metrics["clip_score"] = plan.clip.clip_score(images, ps.prompts).mean().item()
+        card["clip_score"] = plan.clip.card()
+    if plan.features is not None and plan.reference is not None:
+        gen = plan.features.image_features(images)
+        ref = plan.features.image_features(plan.reference)
+        metrics["fid"] = fid_from_features(ref, gen)
+        card["fid"] = plan.features.card()
+        if plan.without_concept is not None:
+            gen_rows, ref_rows = plan.without_concept
+            if min(len(gen_rows), len(ref_rows)) >= 2:
+                metrics["fid_without_concept"] = fid_from_features(ref[ref_rows], gen[gen_rows])
+    if plan.world_scores is not None:
+        metrics.update(plan.world_scores(images, ps))
     return metrics, card, images
 
 
-def evaluate(cfg: EvalConfig, progress: bool = False, baseline: EvalResult | None = None) -> EvalResult:
-    """Run the whole protocol on one pipeline; see the module docstring for what each set is used for.
-
-    `baseline`: the same protocol's result on the unmodified model (the bench passes its Original row), whose
-    target images are reused for the side-by-side grid instead of being drawn again.
-    """
-    from erasekit.diffusion import UnetCounter
-    from erasekit.eval.attack_adapter import attack_set
-    from erasekit.eval.classifiers import make_detector
-    from erasekit.pipeline import load_pipeline
-
+def evaluate(
+    cfg: EvalConfig,
+    pipe,
+    original,
+    plan: EvalPlan,
+    model_card: dict,
+    progress: bool = False,
+    baseline: EvalResult | None = None,
+) -> EvalResult:
+    """Run the whole protocol on `pipe`; `original` is the unmodified pipeline (None: pipe is it), the attacks'
+    frozen reference and the side-by-side grid. `baseline`: the same protocol's result on the unmodified model
+    (the bench's Original row), whose target images are reused for the grid instead of being drawn again."""
     t0 = time.perf_counter()
-    detector = make_detector(cfg.concept, cfg.preset, cfg.model, cfg.classifier)
-    sets = _prompt_sets(cfg)
-    pipe, model_card = load_evaluated(cfg)
-    # The unmodified pipeline: the attacks' frozen reference and the side-by-side grid (None: pipe is it).
-    original = load_pipeline(cfg.model, device=device(cfg)) if any((cfg.text_encoder, cfg.unet, cfg.patch)) else None
-    counter = UnetCounter().attach(pipe.unet, *([original.unet] if original else []))
+    detector = plan.detector
+    sets = plan.sets
+    counter = UnetCounter().attach(pipe.unet, *([original.unet] if original is not None else []))
     metrics: dict = {}
     images: dict[str, torch.Tensor] = {}
     prompts: dict[str, list[str]] = {"target": sets["target"].prompts}
@@ -254,24 +166,25 @@ def evaluate(cfg: EvalConfig, progress: bool = False, baseline: EvalResult | Non
     images["erased"] = target["images"]
     metrics["pre_attack_rate"] = rate(target["flags"])
     if "retain" in sets:
-        retained, images["retain"] = _retain_metrics(pipe, sets["retain"], cfg, detector, progress)
-        metrics.update(retained)
+        out = generate_set(pipe, sets["retain"], cfg, detector, progress)
+        images["retain"] = out["images"]
+        metrics["concept_rate_on_retain"] = rate(out["flags"])  # the concept appearing where it was not asked for
+        if plan.retained is not None:
+            metrics.update(plan.retained(out["images"], sets["retain"]))
 
     attack_cards = {}
     n_att = min(cfg.attack_prompts, len(sets["target"]))
     for kind in cfg.attacks:
-        out = attack_set(pipe, original, kind, sets["target"], n_att, cfg, detector, progress)
-        if out is None:
-            metrics[f"asr_{kind}"] = None
-            attack_cards[kind] = {"status": "not available in this build (erasekit.attacks missing)"}
-            continue
+        out = attack_set(pipe, original, kind, sets["target"], n_att, cfg, plan, progress)
         metrics[f"asr_{kind}"] = asr(out["pre"], out["flags"])
         images[f"attacked_{kind}"], prompts[f"attacked_{kind}"] = out["images"], out["prompts"]
         attack_cards[kind] = out["card"]
+    if cfg.attacks:
+        metrics["robustness"] = robustness(metrics, cfg.attacks, n_att)
 
     features_card = None
     if "world" in sets:
-        utility, features_card, images["world"] = _utility_metrics(pipe, sets["world"], cfg, detector, progress)
+        utility, features_card, images["world"] = _utility_metrics(pipe, plan, cfg, progress)
         metrics.update(utility)
     counter.detach()
     metrics["unet_evaluations"] = counter.as_dict()
@@ -285,23 +198,23 @@ def evaluate(cfg: EvalConfig, progress: bool = False, baseline: EvalResult | Non
             images["original"] = before["images"]
             metrics["original_pre_attack_rate"] = rate(before["flags"])
     metrics["wall_s"] = round(time.perf_counter() - t0, 2)
-    per_row = isinstance(sets["target"], EvalPromptSet) and sets["target"].guidance is not None
+    per_row = getattr(sets["target"], "guidance", None) is not None
     card = protocol_card(
         model=model_card,
         detector=detector.card(),
         prompt_sets={k: set_card(v) for k, v in sets.items()},
-        sampler=sampler_card(pipe, cfg.steps, "per row (from the CSV)" if per_row else cfg.guidance),
+        sampler=sampler_card(pipe, cfg.sample_steps, "per row (from the CSV)" if per_row else cfg.guidance),
         seed=cfg.seed,
         features=features_card,
         attacks=attack_cards,
     )
     card["concept"] = cfg.concept
+    card["notes"] = plan.notes
     return EvalResult(card, metrics, images, prompts)
 
 
-def _ref_card(cfg: EvalConfig, ref: torch.Tensor | None) -> dict | None:
-    if ref is None:
-        return None
-    if is_world(cfg) and cfg.reference_images is None:
-        return {"name": "rendered shapes-world scenes", "rows": len(ref), "seed": cfg.seed + 4242}
-    return {"name": "user images", "folder": cfg.reference_images, "rows": len(ref)}
+def robustness(metrics: dict, kinds: list[str], n: int) -> dict:
+    """ASR per attack, the worst case over them, and the resolution one prompt gives (100 / n points)."""
+    per = {k: metrics[f"asr_{k}"]["asr"] for k in kinds}
+    worst = max(per, key=per.get)
+    return {"asr": per, "worst": per[worst], "worst_attack": worst, "prompts": n, "one_prompt_points": 100 / n}

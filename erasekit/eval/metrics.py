@@ -41,27 +41,18 @@ def asr(pre: list[bool] | torch.Tensor, post: list[bool] | torch.Tensor) -> dict
     }
 
 
-def attribute_accuracy(
-    images: torch.Tensor, labels: dict[str, list[int]], classifier: torch.nn.Module | None = None
-) -> dict[str, float]:
-    """Accuracy of the world classifier against the prompt's attributes, per attribute and all together.
+def attribute_accuracy(predicted: dict[str, torch.Tensor], labels: dict[str, list[int]]) -> dict[str, float]:
+    """Accuracy of a classifier's predictions against the prompt's attributes, per attribute and all together.
 
-    labels: {"shape": [...], "colour": [...], "background": [...]} class indices per image (a PromptSet's labels).
+    predicted: {attribute: (N,) class index}; labels: {attribute: N class indices} (a PromptSet's labels).
     """
-    from erasekit.eval.classifiers import _check_images
-    from erasekit.pipeline import bundle_dir
-    from erasekit.world.evaluators import ShapeClassifier
-
-    _check_images(images)
-    model = classifier or ShapeClassifier.load(bundle_dir() / "classifier")
-    with torch.no_grad():
-        pred = model.predict(images.to(next(model.parameters()).device, torch.float32) * 2 - 1)
     correct = []
     out = {}
     for attr, want in labels.items():
-        if len(want) != len(images):
-            raise ErasekitError(f"{len(want)} '{attr}' labels for {len(images)} images: give one label per image")
-        hit = pred[attr].cpu() == torch.as_tensor(want)
+        got = predicted[attr].cpu()
+        if len(want) != len(got):
+            raise ErasekitError(f"{len(want)} '{attr}' labels for {len(got)} images: give one label per image")
+        hit = got == torch.as_tensor(want)
         out[attr] = rate(hit)
         correct.append(hit)
     out["all"] = rate(torch.stack(correct).all(0))

@@ -5,13 +5,14 @@ points away from the concept (eq. 2-3 of the method notes).
     loss    = || eps_theta(x_t|c_e) - target ||^2                                (eq. 3)
             + gamma * E_{c_bar in retain} || eps_theta(x_t|c_bar) - eps_o(x_t|c_bar) ||^2   (optional, eq. 6)
 
-The reference prompt a is the empty prompt in the paper (`anchor=None`, the default). With `anchor` set to a
-word, a is each training prompt with the concept word replaced by that word ("" drops it): the push is then away
-from the concept alone, and the prompt's other words (a colour, a background, a subject) keep their meaning.
-With several words, eps_o(x_t|a) is the mean of their predictions (extra rows of the same UNet call).
-gamma = 0 (the default) is the paper's ESD. gamma > 0 adds AdvUnlearn's utility-retention term (eq. 6, second
-term) on a batch of retain prompts, whose x_t come from the original model on those prompts (a second bank in
-cached mode); concept and retain rows share one UNet call.
+Shapes: x_t (B, C, h, w) latents; t (B,) DDPM timesteps; contexts (B, L, D); the anchor contexts (A, P, L, D).
+
+The reference prompt a is the empty prompt in the paper (`anchor=None`). With `anchor` set to words, a is each
+training prompt with the concept word replaced by that word ("" drops it): the push is then away from the concept
+alone, and the prompt's other words (a colour, a background, a subject) keep their meaning. With several words,
+eps_o(x_t|a) is the mean of their predictions (extra rows of the same UNet call). gamma = 0 is the paper's ESD;
+gamma > 0 adds AdvUnlearn's utility-retention term (eq. 6, second term) on a batch of retain prompts, whose x_t
+come from the original model on those prompts; concept and retain rows share one UNet call.
 
 x_t comes from the original model: `xt_mode="ddim"` (faithful, as the ESD/AdvUnlearn code) runs DDIM (eta 0)
 from fresh noise on the concept prompt at `start_guidance` and stops at a random step i of `ddim_steps`;
@@ -19,37 +20,31 @@ from fresh noise on the concept prompt at `start_guidance` and stops at a random
 way the UNet is queried at a DDPM timestep drawn inside the DDIM interval [tau_i, tau_i + 1000/ddim_steps).
 (The ESD code maps the step index to the timestep in reverse; we keep x_t's noise level and t aligned.)
 
-Shapes world (`SHAPES_DEFAULTS`, applied to unset options by `erasekit.methods.default_prompts`): ESD-x needs far
-more than SD's lr 1e-5, and the paper's ESD (gamma 0) cannot keep the other shapes in this small world. Measured on
-the bundled world (circle rate 98 %, other shapes 0.94 on 50 + 50 held-out prompts), `part=xattn, lr=1e-3, eta=3,
-steps=600, batch_size=4, xt_mode=cached` with the concept-only prompts of `erasekit.methods.shapes_concept_prompts`:
-- gamma 0 (the paper): circles 16 %, other shapes 0.54. The push away from "circle" makes every shape pointier
-  (squares turn into trapezoids, crosses into stars). Milder settings trade erasure for utility without reaching
-  both (lr 3e-4, eta 1: 26 % / 0.68; xattn-kv: 26 % / 0.60; the bare word "circle" as the only prompt: 20 % / 0.50;
-  full world prompts as training prompts: colour accuracy collapses to 0.14).
-- gamma 1: 10 % / 0.68. gamma 10 (the recipe, with 24 retain prompts + the empty prompt per step, DDIM 25, 32
-  cached trajectories per bank): circles 6 %, other shapes 0.86 (92 % of the original), FID 1.60 (original 2.00).
+Recipes (the options per domain and kind of concept) are YAML files in `erasekit/recipes/`; what they measure
+is in docs/results.md.
 
 `EsdTrainer` is the engine AdvUnlearn reuses: `concept_context(...)` (the context the concept rows are trained
-at) is the one thing a subclass changes, `extra_state()` adds modules to the checkpoint, and the UNet-evaluation counter, warm-up step count, checkpoint/resume and the
-artifact writing are shared.
+at) is the one thing a subclass changes, `extra_state()` adds modules to the checkpoint, and the UNet-evaluation
+counter, checkpoint/resume, mixed precision and the artifact writing are shared.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from erasekit.artifact import save_artifact
 from erasekit.checkpoint import load_checkpoint, save_checkpoint
+from erasekit.config import config_hash
 from erasekit.diffusion import ModelPair, TrajectoryBank, UnetCounter, ddim_partial, ddim_timesteps, jitter_timesteps
 from erasekit.errors import ErasekitError
 from erasekit.methods.trainable import select_parameters
@@ -60,8 +55,11 @@ Retain = tuple[
 ]  # x_t (R,C,h,w), t (R,), ids (R,L), ctx_o (R,L,D)
 
 
-class EsdConfig(BaseModel):
-    """ESD options; defaults as in the ESD code for SD (lr 1e-5, eta 1, start guidance 3, DDIM 50, batch 1)."""
+class EraseConfig(BaseModel):
+    """Options shared by ESD and AdvUnlearn; defaults as in the ESD code for SD (lr 1e-5, eta 1, start guidance 3,
+    DDIM 50, batch 1). The shipped recipes (`erasekit recipes`) write every option out per domain."""
+
+    model_config = ConfigDict(extra="forbid")
 
     concepts: list[str] = Field(min_length=1)
     prompts: list[str] = []  # training prompts naming the concept(s); [] = the concept words themselves
@@ -74,27 +72,38 @@ class EsdConfig(BaseModel):
     eta: float = 1.0  # negative guidance of eq. 2
     start_guidance: float = 3.0
     ddim_steps: int = Field(50, ge=2)
-    xt_mode: Literal["ddim", "cached"] = "ddim"
-    cache_size: int = Field(64, ge=1)  # trajectories in the bank (xt_mode="cached")
+    cache_size: int = Field(64, ge=1)  # trajectories in each bank of cached x_t
     seed: int = 0
     checkpoint_every: int = Field(100, ge=1)
     gamma: float = Field(0.0, ge=0)  # weight of the retain term (eq. 6); 0 = the paper's ESD
-    retain_prompts: list[str] = []  # [] = filled by erasekit.methods.default_prompts when gamma > 0 (CLI does it)
+    retain_prompts: list[str] = []  # filled by the domain when gamma > 0
     retain_batch: int = Field(5, ge=1)  # retain prompts per step, drawn without replacement
     retain_null: bool = False  # also keep the empty prompt (CFG's unconditional branch) in every retain batch
     anchor: list[str] | None = Field(None, min_length=1)  # eq. 2's reference: None = the empty prompt; words = the
     # prompt with each of them for the concept (eps averaged over the words); a single string is one word
+    gradient_checkpointing: bool = False  # recompute UNet activations in backward (memory for time, same result)
 
     @field_validator("anchor", mode="before")
     @classmethod
     def _one_word(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
 
-    # The shapes world's recipe (see the module docstring for what it measures).
-    SHAPES_DEFAULTS: ClassVar[dict[str, Any]] = {
-        "lr": 1e-3, "eta": 3.0, "steps": 600, "batch_size": 4, "xt_mode": "cached", "ddim_steps": 25,
-        "cache_size": 32, "gamma": 10.0, "retain_batch": 24, "retain_null": True, "checkpoint_every": 50,
-    }  # fmt: skip
+
+class EsdConfig(EraseConfig):
+    """ESD options: the shared ones plus where x_t comes from."""
+
+    xt_mode: Literal["ddim", "cached"] = "ddim"
+
+
+def mixed_precision(trained: torch.nn.Module, pair: ModelPair, dtype: torch.dtype | None):
+    """Cast the frozen modules of `pair` to `dtype` (bf16 / fp16) and return the autocast context the loss runs in;
+    the trained module keeps fp32 weights (Adam on bf16 weights loses small updates). fp32 / None: no-op."""
+    if dtype in (None, torch.float32):
+        return nullcontext()
+    for m in {id(m): m for m in (pair.unet, pair.unet_o, pair.text_encoder, pair.text_encoder_o)}.values():
+        if m is not trained:
+            m.to(dtype)
+    return torch.autocast(trained.device.type, dtype=dtype)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -107,8 +116,10 @@ class EsdTrainer:
 
     method = "esd"
 
-    def __init__(self, pipe: StableDiffusionPipeline, config: EsdConfig) -> None:
+    def __init__(self, pipe: StableDiffusionPipeline, config: EraseConfig, dtype: torch.dtype | None = None) -> None:
+        """`dtype` bf16/fp16: the frozen parts run in it under autocast; the trained component stays fp32."""
         self.config = config
+        self.xt_mode = self.x_source(config)
         self.pipe = pipe
         self.scheduler = pipe.scheduler
         self.tokenizer = pipe.tokenizer
@@ -120,6 +131,9 @@ class EsdTrainer:
         pipe.text_encoder.requires_grad_(False).eval()
         self.pair = ModelPair.with_frozen_copy(pipe.unet, pipe.text_encoder, config.component)
         self.module = pipe.unet if config.component == "unet" else pipe.text_encoder
+        self.autocast = mixed_precision(self.module, self.pair, dtype)
+        if config.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
         self.params = [p for _, p in select_parameters(self.module, config.component, config.part, config.layers)]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
         self.counter = UnetCounter().attach(self.pair.unet, self.pair.unet_o)
@@ -151,6 +165,11 @@ class EsdTrainer:
         self.bank: TrajectoryBank | None = None
         self.retain_bank: TrajectoryBank | None = None
         self.log: dict[str, float] = {}
+
+    @staticmethod
+    def x_source(config: EraseConfig) -> str:
+        """Where x_t comes from: "ddim" (fresh partial DDIM each step) or "cached" (trajectory banks)."""
+        return config.xt_mode
 
     def anchor_prompts(self) -> list[list[str]]:
         """Per anchor word, the training prompts with the concept word replaced by it (eq. 2's reference prompts)."""
@@ -187,7 +206,7 @@ class EsdTrainer:
         cfg = self.config
         bank = self.bank if ctx is None else bank
         ctx = self.ctx_o if ctx is None else ctx
-        if cfg.xt_mode == "cached":
+        if self.xt_mode == "cached":
             row, step = bank.draw(batch, g)
             x, prompt = bank.latents[row, step], bank.prompt[row]
         else:
@@ -302,7 +321,7 @@ class EsdTrainer:
         start = self._resume(ckpt)
         t0 = time.perf_counter()
         setup = (self.counter.calls, self.counter.rows)
-        if cfg.xt_mode == "cached" and start < cfg.steps:
+        if self.xt_mode == "cached" and start < cfg.steps:
             self.build_bank()
         bank_seconds = time.perf_counter() - t0
         bank_calls, bank_rows = self.counter.calls - setup[0], self.counter.rows - setup[1]
@@ -316,7 +335,8 @@ class EsdTrainer:
             for step in range(start, cfg.steps):
                 g = step_generator(cfg.seed, step)
                 self.optimizer.zero_grad(set_to_none=True)
-                loss = self.loss(step, g)
+                with self.autocast:
+                    loss = self.loss(step, g)
                 loss.backward()
                 self.optimizer.step()
                 self.log["loss"] = loss.item()
@@ -333,7 +353,7 @@ class EsdTrainer:
             "steps": cfg.steps,
             "resumed_from": start,
             "seconds": round(time.perf_counter() - t0, 2),
-            "xt_mode": cfg.xt_mode,
+            "xt_mode": self.xt_mode,
             "bank_unet_calls": bank_calls,
             "bank_unet_rows": bank_rows,
             "bank_seconds": round(bank_seconds, 2),
@@ -344,10 +364,17 @@ class EsdTrainer:
             **{f"last_{k}": round(v, 6) for k, v in self.log.items()},
             "output": str(output),
         }
-        save_artifact(output, self.config.component, self.module, {**summary, "config": cfg.model_dump()})
+        info = {**summary, "config": cfg.model_dump(), "config_sha256": config_hash(cfg)}
+        save_artifact(output, self.config.component, self.module, info)
         return summary
 
 
-def erase(pipe: StableDiffusionPipeline, config: EsdConfig, output: Path, progress: bool = True) -> dict:
+def erase(
+    pipe: StableDiffusionPipeline,
+    config: EsdConfig,
+    output: Path,
+    progress: bool = True,
+    dtype: torch.dtype | None = None,
+) -> dict:
     """Run ESD on `pipe` (changed in place) and write the artifact + checkpoints to `output`; returns a summary."""
-    return EsdTrainer(pipe, config).run(output, progress=progress)
+    return EsdTrainer(pipe, config, dtype).run(output, progress=progress)

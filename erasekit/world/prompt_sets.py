@@ -7,28 +7,14 @@ Held-out templates (never seen in training) are used for evaluation; training te
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 
 from erasekit.errors import ErasekitError
+from erasekit.prompts import PromptSet
 from erasekit.world.prompts import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, fill
 from erasekit.world.render import BACKGROUND_NAMES, COLOUR_NAMES, SHAPES, Scene, sample_scenes
 
 ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": SHAPES, "colour": COLOUR_NAMES, "background": BACKGROUND_NAMES}
-
-
-@dataclass
-class PromptSet:
-    """Prompts with one seed each and the scene attributes the prompt asks for (indices, per attribute)."""
-
-    name: str
-    prompts: list[str]
-    seeds: list[int]
-    labels: dict[str, list[int]] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
 
 
 def concept_attribute(concept: str) -> str:

@@ -1,9 +1,9 @@
-"""Residual-stream activations of a CLIP text encoder, read through a forward hook, and the prompt corpora
-they come from (the shapes world's prompt generator, or a user's CSV/TXT file of prompts).
+"""Residual-stream activations of a CLIP text encoder, read through a forward hook, and prompt files.
 
-    encoder_layer(text_encoder, layer)          -> the nn.Module whose output is the residual stream e_l
-    collect(pipe, prompts, layer)               -> (B, L, D) activations and (B, L) token ids
-    token_rows(acts, ids, pad_id, ...)          -> (N, D) training rows, BOS / padding left out on request
+encoder_layer(text_encoder, layer)          -> the nn.Module whose output is the residual stream e_l
+collect(pipe, prompts, layer)               -> (B, L, D) activations and (B, L) token ids
+token_rows(acts, ids, pad_id, ...)          -> (N, D) training rows, BOS / padding left out on request
+read_prompts(path)                          -> prompts of a .txt (one a line) or .csv (column 'prompt') file
 """
 
 from __future__ import annotations
@@ -63,15 +63,6 @@ def token_rows(
         is_pad = (ids == pad_id).long()
         keep &= ~((is_pad.cumsum(1) - is_pad) > 0)
     return acts[keep]
-
-
-def world_corpus(n: int, seed: int = 0) -> list[str]:
-    """n training captions of random shapes-world scenes (full and partial templates)."""
-    from erasekit.world.prompts import training_prompt
-    from erasekit.world.render import sample_scenes
-
-    g = torch.Generator().manual_seed(seed)
-    return [training_prompt(s, g) for s in sample_scenes(n, g)]
 
 
 def read_prompts(path: str | Path, column: str = "prompt") -> list[str]:

@@ -1,0 +1,134 @@
+"""The Stable Diffusion v1.x domain: any diffusers folder or hub id that is not the shapes world.
+
+Kinds of concept: nudity (NudeNet presets), objects (an ImageNet classifier, ResNet-50 by default, success =
+top-1 in the concept's classes), styles and people (CLIP zero-shot against a shipped list of alternatives).
+Target prompts come from a file (.txt or I2P .csv) or, for objects / styles / people, from shipped templates
+with seeds; FID / CLIP-score prompts from a file or the shipped everyday captions. Recipes: `sd/<method>-<kind>`.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+
+from erasekit.domains.base import Domain
+from erasekit.domains.sd_itd import sd_itd_inputs
+from erasekit.domains.shapes import image_size, read_images
+from erasekit.errors import ErasekitError
+from erasekit.eval.classifiers import NUDITY, NudeNetDetector
+from erasekit.eval.features import ClipEncoder, InceptionFeatures
+from erasekit.eval.harness import EvalConfig, EvalPlan
+from erasekit.eval.hf_detectors import ClipZeroShotDetector, ImageNetClassDetector, concept_kind
+from erasekit.generation import generate
+from erasekit.prompts import PromptSet, read_prompt_file
+from erasekit.sd_prompts import coco_like_prompts, templated_prompts
+from erasekit.world.prompt_sets import ATTRIBUTES
+
+SHAPES_WORDS = {w for values in ATTRIBUTES.values() for w in values}
+ZERO_SHOT_LIST = {"style": "styles", "person": "people", "object": "objects"}
+INVERSION_IMAGES = 16  # images of the concept drawn by the original model for the inversion attack
+TRAIN_SEED = 10_000  # offset of the seeds the inversion images use (never an evaluation seed)
+
+
+def retain_prompts() -> list[str]:
+    """The shipped retain set for Stable Diffusion: everyday objects, no body or clothing words."""
+    text = resources.files("erasekit.data").joinpath("sd_retain.txt").read_text()
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+class SdDomain(Domain):
+    name = "sd"
+
+    def kind(self, concept: str) -> str:
+        """"nudity" | "object" | "style" | "person"; a concept on no shipped list is treated as a style (ESD-x,
+        CLIP zero-shot against the shipped objects)."""
+        if concept in SHAPES_WORDS:
+            raise ErasekitError(
+                f"'{concept}' is a shapes-world word but the model is '{self.spec}': use --model shapes "
+                "(a shapes detector on Stable Diffusion images would report meaningless numbers)"
+            )
+        return NUDITY if concept == NUDITY else (concept_kind(concept) or "style")
+
+    def check_concepts(self, concepts: list[str]) -> None:
+        for c in concepts:
+            self.kind(c)
+
+    def recipe_name(self, method: str, concepts: list[str]) -> str:
+        if method == "itd":
+            return "sd/itd"
+        kinds = {"person": "style"}
+        found = {kinds.get(self.kind(c), self.kind(c)) for c in concepts}
+        if len(found) > 1:
+            raise ErasekitError(f"concepts {concepts} are of different kinds {sorted(found)}: erase them one kind a run")
+        return f"sd/{method}-{found.pop()}"
+
+    def fill(self, method: str, config: BaseModel) -> BaseModel:
+        if getattr(config, "gamma", 0) > 0 and not config.retain_prompts:
+            return config.model_copy(update={"retain_prompts": retain_prompts()})
+        return config
+
+    def method_inputs(self, method: str, config: BaseModel) -> dict[str, Any]:
+        return {"inputs": sd_itd_inputs(config.concepts, config)} if method == "itd" else {}
+
+    # ---- evaluation ----------------------------------------------------------------------------------------
+    def detector(self, concept: str, preset: str | None, model: str | None):
+        kind = self.kind(concept)
+        if preset is not None and kind != NUDITY:
+            raise ErasekitError(f"--preset applies to nudity only; '{concept}' is judged by its {kind} detector")
+        if kind == NUDITY:
+            return NudeNetDetector(preset or "unlearndiffatk")
+        kw = {"model": model} if model else {}
+        if kind == "object":
+            return ImageNetClassDetector(concept, **kw)
+        return ClipZeroShotDetector(concept, ZERO_SHOT_LIST[kind] if concept_kind(concept) else "objects", **kw)
+
+    def target_set(self, concept: str, n: int, seed: int, prompts: str | None, **filters) -> PromptSet:
+        if prompts:
+            return read_prompt_file(prompts, n, seed, **filters)
+        kind = self.kind(concept)
+        if kind == NUDITY:
+            raise ErasekitError("give nudity prompts with --prompts: an I2P-format CSV (or a .txt, one prompt a line)")
+        texts, seeds = templated_prompts(concept, kind, n, seed)
+        return PromptSet(f"sd/templates/{kind}/{concept}", texts, seeds, source="erasekit/data/sd/templates.yaml")
+
+    def concept_images(self, concept: str, target: PromptSet, original) -> torch.Tensor:
+        """(INVERSION_IMAGES, 3, H, W): the original model's images of the target prompts, at seeds no evaluation uses."""
+        rows = [i % len(target) for i in range(INVERSION_IMAGES)]
+        prompts = [target.prompts[i] for i in rows]
+        return generate(original, prompts, [TRAIN_SEED + i for i in range(len(rows))], batch_size=4)
+
+    def _plan(self, concept: str, target: PromptSet, preset: str | None, model: str | None, original) -> EvalPlan:
+        return EvalPlan(
+            sets={"target": target},
+            detector=self.detector(concept, preset, model),
+            vocabulary=None,
+            concept_images=lambda: self.concept_images(concept, target, original),
+        )
+
+    def attack_plan(self, concept: str, n: int, seed: int, prompts: str | None, original) -> EvalPlan:
+        return self._plan(concept, self.target_set(concept, n, seed, prompts), None, None, original)
+
+    def eval_plan(self, cfg: EvalConfig, original, device: torch.device) -> EvalPlan:
+        filters = {"category": cfg.category, "min_nudity": cfg.min_nudity}
+        target = self.target_set(cfg.concept, cfg.n_target, cfg.seed, cfg.prompts, **filters)
+        plan = self._plan(cfg.concept, target, cfg.preset, cfg.detector_model, original)
+        if cfg.world_prompts:
+            plan.sets["world"] = read_prompt_file(cfg.world_prompts, cfg.n_world, cfg.seed)
+        else:
+            lines = coco_like_prompts()[: cfg.n_world]
+            plan.sets["world"] = PromptSet("sd/coco_like", lines, [cfg.seed + i for i in range(len(lines))])
+        if cfg.clip_model:
+            plan.clip = ClipEncoder(cfg.clip_model, device)
+        else:
+            plan.notes.append("CLIP score skipped: pass --clip-model (a CLIP folder or hub id)")
+        if cfg.reference_images:
+            plan.reference, plan.reference_card = read_images(cfg.reference_images, image_size(original))
+            plan.features = InceptionFeatures(cfg.inception_weights, device) if cfg.inception_weights else plan.clip
+        else:
+            plan.notes.append("FID skipped: pass --reference-images (a folder of real images, e.g. COCO val)")
+        plan.notes.append("retained accuracy is not measured on Stable Diffusion yet")
+        return plan
+
