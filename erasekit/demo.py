@@ -15,7 +15,7 @@ def main(out: Path = Path("out/demo"), concept: str = "circle") -> None:
     from erasekit.cli import quiet_libraries
 
     quiet_libraries()
-    from erasekit.eval.bench import bench_report, demo_config, report_path
+    from erasekit.bench import bench_report, demo_config, report_path
     from erasekit.generation import generate
     from erasekit.imaging import save_grid
     from erasekit.pipeline import load_pipeline
@@ -30,8 +30,6 @@ def main(out: Path = Path("out/demo"), concept: str = "circle") -> None:
     )
     payload = bench_report(demo_config(concept), out)
     print(payload["table"])
-    for row, why in payload["missing"].items():
-        print(f"- {row}: {why}")
     print(f"report: {payload['report']}\nresults: {out / 'bench.json'}\noriginal model's shapes x colours: {grid}")
     print(f"done in {time.perf_counter() - t0:.0f} s")
 

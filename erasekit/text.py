@@ -192,7 +192,9 @@ def encode_injected(text_encoder: CLIPTextModel, slots: Slots, emb: torch.Tensor
         return encode(text_encoder, slots.ids)
 
 
-def random_token_embeddings(text_encoder: CLIPTextModel, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+def random_token_embeddings(
+    text_encoder: CLIPTextModel, shape: tuple[int, ...], generator: torch.Generator
+) -> torch.Tensor:
     """Embeddings of random vocabulary tokens, shape (*shape, D): the attacks' default start."""
     table = token_embedding(text_encoder).weight.detach()
     pick = torch.randint(table.shape[0], shape, generator=generator)

@@ -1,94 +1,106 @@
-"""Attacks that try to bring an erased concept back, and the classifier check of whether they did.
+"""Attacks that try to bring an erased concept back, the verdict on whether they did, and their transfer.
 
 Entry points (for the CLI and the evaluation code):
 
-    run_attack(pipe, original, prompts, seeds, kind, config, concept) -> list[AttackOutcome]
+    run_attack(pipe, original, prompts, seeds, kind, config, concept, progress, detector, vocabulary,
+               concept_images) -> AttackOutcomes (a list of AttackOutcome with the run's `card`)
         pipe      the changed pipeline (erased text encoder / UNet / ItD patch attached), used to generate
         original  the original component(s): {"text_encoder": module} and/or {"unet": module} (frozen copies,
                   e.g. from erasekit.artifact.load_original_component), or a whole original pipeline; what is
                   not given is taken from `pipe`
-        kind      "soft" (k continuous embeddings, eq. 4) or "token" (k real tokens, UnlearnDiffAtk style)
-        Each prompt i is attacked on its own, on the original model's DDIM trajectory for (prompts[i], seeds[i])
-        (the same noise its image is generated from, as UnlearnDiffAtk does); the outcome holds the images of
-        that seed before and after the attack.
+        kind      one of ATTACKS:
+                  "soft"        k continuous embeddings per prompt (eq. 4), white-box
+                  "token"       k real tokens per prompt (UnlearnDiffAtk), white-box
+                  "inversion"   k embeddings learned once on `concept_images` through the erased model (CCE)
+                  "ring-a-bell" k real tokens per prompt that move the ORIGINAL encoder's output along the
+                                concept direction (Ring-A-Bell), model-agnostic
+        Soft and token attack each prompt on its own, on the original model's DDIM trajectory for
+        (prompts[i], seeds[i]) (the same noise its image is generated from, as UnlearnDiffAtk does). Every image
+        (before, after, early-stop checks) is drawn with DDIM from the pipeline's scheduler config
+        (attacks.sampling), the sampler the soft and token attacks optimise on; the card says so.
+        vocabulary  the token / ring-a-bell search space: a domain's word list (single tokens kept), or None for
+                  every whole-word token of the tokenizer (UnlearnDiffAtk's space)
 
-    success_check(outcomes, concept, model="shapes") -> dict
-        Judges every before/after image with erasekit.eval.classifiers.make_detector and returns the ASR as
-        UnlearnDiffAtk defines it (erasekit.eval.metrics.asr) with the pre-attack rate and the detector's card.
+    judge(outcomes, detector) -> dict: ASR as UnlearnDiffAtk defines it, pre / post rates, the detector's card
+    save_outcomes(outcomes, folder) / replay(pipe, folder, config): transfer to another model
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Literal
+from functools import partial
 
 import torch
 from diffusers import StableDiffusionPipeline
 from pydantic import BaseModel, Field
 from rich.progress import Progress
 
-from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
-from erasekit.attacks.token import TokenAttackConfig, optimize_tokens, search_space
+from erasekit.attacks import inversion, ring_a_bell
+from erasekit.attacks.inversion import InversionConfig
+from erasekit.attacks.outcome import AttackOutcome, AttackOutcomes, judge, marked_prompt, unattacked
+from erasekit.attacks.ring_a_bell import RingABellConfig
+from erasekit.attacks.sampling import Sampling, ddim_sampling, draw_embedded, draw_injected, draw_prompts, sampler_card
+from erasekit.attacks.soft import SoftAttackConfig, attack_loss, optimize_embeddings
+from erasekit.attacks.token import TokenAttackConfig, optimize_tokens, search_space, space_card
+from erasekit.attacks.transfer import replay, save_outcomes
 from erasekit.diffusion import ModelPair, TrajectoryBank
 from erasekit.errors import ErasekitError
-from erasekit.generation import generate
 from erasekit.text import (
+    Slots,
     build_slots,
     check_prompts,
     encode,
-    encode_injected,
     random_token_embeddings,
     slot_prompt,
+    token_embedding,
     token_ids,
 )
 
 __all__ = [
+    "ATTACKS",
     "AttackConfig",
     "AttackOutcome",
+    "AttackOutcomes",
+    "InversionConfig",
+    "RingABellConfig",
     "SoftAttackConfig",
     "TokenAttackConfig",
+    "judge",
+    "replay",
     "run_attack",
-    "success_check",
+    "save_outcomes",
 ]
+
+ATTACKS = ("soft", "token", "inversion", "ring-a-bell")
+SCORE_DRAWS = 4  # fixed trajectory points that rank restarts: eq. 4 on one random point is too noisy to compare
+Detector = Callable[[torch.Tensor], torch.Tensor]
 
 
 class AttackConfig(BaseModel):
-    """Options of one attack run: the kind's own options plus sampling (the evaluation's steps and guidance)."""
+    """Options of one attack run: each kind's own options plus sampling (the evaluation's steps and guidance)."""
 
     soft: SoftAttackConfig = SoftAttackConfig()
     token: TokenAttackConfig = TokenAttackConfig()
+    inversion: InversionConfig = InversionConfig()
+    ring_a_bell: RingABellConfig = RingABellConfig()
     sample_steps: int = Field(25, ge=2)
     guidance: float = 5.0
-    batch_size: int = Field(32, ge=1)  # prompts attacked together (each with its own embeddings)
+    batch_size: int = Field(32, ge=1)  # prompts attacked together (each with its own candidates), images per call
     seed: int = 0
-    # UnlearnDiffAtk's early stop: every N optimisation steps draw each prompt's image with the current candidate
-    # and keep the first that the detector flags (0: judge only the final candidate). Needs a detector.
+    # UnlearnDiffAtk's early stop (soft, token): every N optimisation steps draw each prompt's image with the
+    # current candidate and keep the first that the detector flags (0: judge only the final candidate).
     check_every: int = Field(25, ge=0)
+    # soft, token: each prompt is attacked from this many random starts and keeps its best (first flagged, else
+    # lowest eq. 4 on SCORE_DRAWS fixed trajectory points)
+    restarts: int = Field(1, ge=1)
 
+    @property
+    def sampling(self) -> Sampling:
+        return Sampling(self.sample_steps, self.guidance, self.batch_size)
 
-@dataclass
-class AttackOutcome:
-    """One attacked prompt.
-
-    adversarial_prompt: the readable prompt (token attack) or the prompt with `<adv>` marking the k soft slots.
-    tokens: the chosen tokens as text pieces (token attack), else None.
-    embeddings: (k, D) the soft embeddings (soft attack), else None.
-    image_before / image_after: (3, H, W) in [0, 1], same seed.
-    attacked: False when the detector already flagged the unattacked image (UnlearnDiffAtk then counts the prompt
-    as a success without attacking it; the "after" image is the "before" one and the loss is 0).
-    """
-
-    prompt: str
-    seed: int
-    kind: str
-    adversarial_prompt: str
-    loss: float
-    image_before: torch.Tensor
-    image_after: torch.Tensor
-    tokens: list[str] | None = None
-    embeddings: torch.Tensor | None = field(default=None, repr=False)
-    attacked: bool = True
+    def options(self, kind: str) -> BaseModel:
+        """The options of attack `kind`."""
+        return getattr(self, kind.replace("-", "_"))
 
 
 def model_pair(pipe: StableDiffusionPipeline, original: StableDiffusionPipeline | dict | None) -> ModelPair:
@@ -104,106 +116,230 @@ def model_pair(pipe: StableDiffusionPipeline, original: StableDiffusionPipeline 
     )
 
 
-def _bank(pair: ModelPair, pipe, ids: torch.Tensor, seeds: list[int], config: AttackConfig) -> TrajectoryBank:
-    """The original model's sampling trajectory for each (prompt, seed): the noise `generate` starts from."""
+def _bank(pair: ModelPair, pipe, prompts: list[str], seeds: list[int], config: AttackConfig) -> TrajectoryBank:
+    """The original model's DDIM trajectory for each (prompt, seed): the noise `generate` starts from."""
     shape = (pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
     noise = torch.cat([torch.randn(1, *shape, generator=torch.Generator().manual_seed(s)) for s in seeds])
     with torch.no_grad():
-        ctx = encode(pair.text_encoder_o, ids)
+        ctx = encode(pair.text_encoder_o, token_ids(pipe.tokenizer, prompts))
         null = encode(pair.text_encoder_o, token_ids(pipe.tokenizer, [""]))
     return TrajectoryBank(
-        pair, pipe.scheduler, ctx, null, noise, torch.arange(len(seeds)), config.sample_steps, config.guidance
-    )
+        pair, pipe.scheduler, ctx, null, noise, prompt=torch.arange(len(seeds)), steps=config.sample_steps,
+        guidance=config.guidance,
+    )  # fmt: skip
 
 
-def _provider(bank: TrajectoryBank):
-    """Each call: one random trajectory point per prompt, with the original's conditional eps as the target."""
-    rows = torch.arange(len(bank.latents))
+def _provider(bank: TrajectoryBank, rows: torch.Tensor):
+    """Each call: one random trajectory point per prompt in `rows`, with the original's conditional eps as the target.
+    Steps are drawn for every bank row and then indexed, so a prompt's draw does not depend on which rows are active."""
 
     def draw(g: torch.Generator):
-        step = torch.randint(bank.steps, (len(rows),), generator=g)
+        step = torch.randint(bank.steps, (len(bank.latents),), generator=g)[rows]
         return bank.latents[rows, step], bank.taus[step], bank.eps_cond[rows, step]
 
     return draw
 
 
 @torch.no_grad()
-def _generate_from_context(pipe, ctx: torch.Tensor, seeds: list[int], config: AttackConfig) -> torch.Tensor:
-    gens = [torch.Generator(device="cpu").manual_seed(s) for s in seeds]
-    out = pipe(
-        prompt_embeds=ctx, num_inference_steps=config.sample_steps, guidance_scale=config.guidance,
-        generator=gens, output_type="pt",
-    )  # fmt: skip
-    return out.images.float().cpu()
+def _score(pair: ModelPair, slots: Slots, emb: torch.Tensor, provider) -> torch.Tensor:
+    """Eq. 4 per prompt (B,) averaged over SCORE_DRAWS fixed trajectory points (seeds 0.., as the token selection)."""
+    total = sum(attack_loss(pair, slots, emb, *provider(torch.Generator().manual_seed(i))) for i in range(SCORE_DRAWS))
+    return (total / SCORE_DRAWS).cpu()
+
+
+class _Optimised:
+    """Soft / token attack of one chunk of prompts with restarts and the early-stop checks (state across restarts)."""
+
+    def __init__(self, pipe, pair, kind, config, concept, detector, allowed, prompts, seeds, before) -> None:
+        self.pipe, self.pair, self.kind, self.config, self.concept = pipe, pair, kind, config, concept
+        self.detector, self.allowed, self.prompts, self.seeds, self.before = detector, allowed, prompts, seeds, before
+        self.opts = config.options(kind)
+        self.slots = build_slots(pipe.tokenizer, prompts, self.opts.mode, self.opts.k, concept)
+        self.flagged = torch.zeros(len(prompts), dtype=torch.bool)
+        self.flag_images: dict[int, torch.Tensor] = {}
+
+    def sub_slots(self, rows: torch.Tensor) -> Slots:
+        return Slots(self.slots.ids[rows], self.slots.positions[rows], self.slots.mode)
+
+    def texts(self, rows: torch.Tensor, chosen: torch.Tensor) -> list[str]:
+        """The readable prompts of token ids chosen (n, k) for prompts `rows`."""
+        return [
+            slot_prompt(self.pipe.tokenizer, self.prompts[i], c.tolist(), self.opts.mode, self.concept)
+            for i, c in zip(rows.tolist(), chosen, strict=True)
+        ]
+
+    def draw(self, rows: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Images (n, 3, H, W) of prompts `rows` with their candidates (soft: (n, k, D); token: ids (n, k))."""
+        seeds = [self.seeds[i] for i in rows.tolist()]
+        if self.kind == "soft":
+            return draw_injected(self.pipe, self.sub_slots(rows), candidates, seeds, self.config.sampling)
+        return draw_prompts(self.pipe, self.texts(rows, candidates), seeds, self.config.sampling)
+
+    def check(self, active: torch.Tensor, candidates: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        """The detector's verdict on candidates of active[rows]; flagged images are kept for the outcome."""
+        chunk_rows = active[rows]
+        images = self.draw(chunk_rows, candidates)
+        hit = self.detector(images).cpu().bool()
+        for i, img in zip(chunk_rows[hit].tolist(), images[hit], strict=True):
+            self.flag_images[i] = img
+        self.flagged[chunk_rows[hit]] = True
+        return hit
+
+    def soft_start(self, rows: torch.Tensor, restart: int, g: torch.Generator) -> torch.Tensor:
+        """(n, k, D): random real tokens' embeddings; in add mode zero first, then the offset that turns each
+        concept token into a random real token."""
+        te, k = self.pipe.text_encoder, self.slots.k
+        if self.opts.mode != "add":
+            return random_token_embeddings(te, (len(rows), k), g)
+        if restart == 0:
+            return torch.zeros(len(rows), k, te.config.hidden_size, device=te.device)
+        table = token_embedding(te).weight.detach()
+        own = self.slots.ids[rows].gather(1, self.slots.positions[rows])
+        return random_token_embeddings(te, (len(rows), k), g) - table[own.to(table.device)]
+
+    def run(self, g: torch.Generator) -> list[AttackOutcome]:
+        n = len(self.prompts)
+        bank = _bank(self.pair, self.pipe, self.prompts, self.seeds, self.config)
+        every = self.config.check_every if self.detector is not None else 0
+        table = token_embedding(self.pair.text_encoder).weight.detach()
+        best: list[torch.Tensor | None] = [None] * n
+        best_loss = torch.full((n,), float("inf"))
+        active = torch.arange(n)
+        for restart in range(self.config.restarts):
+            slots, provider = self.sub_slots(active), _provider(bank, active)
+            check = partial(self.check, active) if every else None
+            if self.kind == "soft":
+                start = self.soft_start(active, restart, g)
+                found, _ = optimize_embeddings(self.pair, slots, start, provider, self.opts, g, check, every)
+                score = _score(self.pair, slots, found, provider)
+            else:
+                found, _ = optimize_tokens(self.pair, slots, self.allowed, provider, self.opts, g, check, every)
+                score = _score(self.pair, slots, table[found.to(table.device)], provider)
+            newly = self.flagged[active]
+            for j in (newly | (score < best_loss[active])).nonzero().squeeze(1).tolist():
+                best[active[j]], best_loss[active[j]] = found[j].detach().cpu(), score[j]
+            active = active[~newly]
+            if not len(active):
+                break
+        cands = torch.stack(best)
+        rest = (~self.flagged).nonzero().squeeze(1)
+        after = dict(zip(rest.tolist(), self.draw(rest, cands[rest]) if len(rest) else [], strict=True))
+        after.update(self.flag_images)
+        if self.kind == "soft":
+            texts = [marked_prompt(p, self.opts.mode, self.slots.k, self.concept) for p in self.prompts]
+        else:
+            texts = self.texts(torch.arange(n), cands)
+        pieces = [None] * n if self.kind == "soft" else [_pieces(self.pipe.tokenizer, c) for c in cands]
+        return [
+            AttackOutcome(
+                p,
+                s,
+                self.kind,
+                texts[i],
+                best_loss[i].item(),
+                self.before[i],
+                after[i],
+                tokens=pieces[i],
+                embeddings=cands[i] if self.kind == "soft" else None,
+                mode=self.opts.mode,
+            )  # fmt: skip
+            for i, (p, s) in enumerate(zip(self.prompts, self.seeds, strict=True))
+        ]
 
 
 def _pieces(tokenizer, ids: torch.Tensor) -> list[str]:
     return [w.removesuffix("</w>") for w in tokenizer.convert_ids_to_tokens(ids.tolist())]
 
 
-def _soft_text(prompt: str, mode: str, k: int, concept: str | None) -> str:
-    """The prompt with `<adv>` marking where the soft embeddings went."""
-    if mode == "prefix_k":
-        return "<adv>" * k + " " + prompt
-    if mode == "replace_k":
-        return prompt.replace(concept or "", "<adv>" * k, 1)
-    return prompt.replace(concept or "", f"{concept}<+adv>", 1)
-
-
-def _attack_chunk(
-    pipe: StableDiffusionPipeline,
-    pair: ModelPair,
-    prompts: list[str],
-    seeds: list[int],
-    kind: str,
-    config: AttackConfig,
-    concept: str | None,
-    g: torch.Generator,
-    detector: Callable[[torch.Tensor], torch.Tensor] | None,
-    before: torch.Tensor,
-) -> list[AttackOutcome]:
-    """Attack `prompts` (their unattacked images `before` (B, 3, H, W) given)."""
-    opts = config.soft if kind == "soft" else config.token
-    slots = build_slots(pipe.tokenizer, prompts, opts.mode, opts.k, concept)
-    provider = _provider(_bank(pair, pipe, token_ids(pipe.tokenizer, prompts), seeds, config))
+def _prepare_optimised(kind, pipe, pair, config, concept, detector, vocabulary, g) -> tuple[Callable, dict]:
+    """Soft / token: the per-chunk attack and what the card adds."""
+    allowed = search_space(pipe.tokenizer, vocabulary, [concept] if concept else []) if kind == "token" else []
     every = config.check_every if detector is not None else 0
-    if kind == "soft":
-        if opts.mode == "add":
-            init = torch.zeros(len(prompts), slots.k, pipe.text_encoder.config.hidden_size, device=pipe.device)
-        else:
-            init = random_token_embeddings(pipe.text_encoder, (len(prompts), slots.k), g)
 
-        def draw_soft(emb: torch.Tensor) -> torch.Tensor:  # (B, k, D) -> (B, 3, H, W)
-            with torch.no_grad():
-                ctx = encode_injected(pipe.text_encoder, slots, emb.to(pipe.device))
-                return _generate_from_context(pipe, ctx, seeds, config)
+    def attack(prompts: list[str], seeds: list[int], before: torch.Tensor) -> list[AttackOutcome]:
+        return _Optimised(pipe, pair, kind, config, concept, detector, allowed, prompts, seeds, before).run(g)
 
-        check = (lambda emb: detector(draw_soft(emb))) if every else None
-        emb, loss = optimize_embeddings(pair, slots, init, provider, opts, g, check, every)
-        after = draw_soft(emb)
-        texts = [_soft_text(p, opts.mode, slots.k, concept) for p in prompts]
+    extra = {
+        "restarts": config.restarts,
+        "check_every": every,  # early stop on the detector's verdict (UnlearnDiffAtk); 0 = off
+        "reference": "original model's DDIM trajectory per (prompt, seed), eq. 4",
+    }
+    if kind == "token":
+        extra["search_space"] = space_card(vocabulary, allowed)
+    return attack, extra
+
+
+def _prepare_inversion(pipe, config, concept, concept_images, progress) -> tuple[Callable, dict]:
+    """Inversion: learn the embeddings once (CCE), then put them in every prompt."""
+    if concept_images is None:
+        raise ErasekitError(
+            "the inversion attack needs images of the concept: pass concept_images (N, 3, H, W) in [0, 1]"
+        )
+    opts = config.inversion
+    x0 = inversion.concept_latents(pipe, concept_images)
+    emb, losses = inversion.learn(pipe, x0, opts, config.seed, progress)
+    tail = max(1, opts.steps // 10)  # one step's loss on batch_size random draws is noisy: report a mean
+    final = losses[-tail:].mean().item()
+
+    def attack(prompts: list[str], seeds: list[int], before: torch.Tensor) -> list[AttackOutcome]:
+        modes = [inversion.placement(pipe.tokenizer, p, concept) for p in prompts]
+        after = draw_embedded(pipe, prompts, seeds, [emb] * len(prompts), modes, concept, config.sampling)
         return [
-            AttackOutcome(p, s, kind, txt, loss[i].item(), before[i], after[i], embeddings=emb[i])
-            for i, (p, s, txt) in enumerate(zip(prompts, seeds, texts, strict=True))
-        ]
-    allowed = search_space(pipe.tokenizer, opts.vocab, [concept] if concept else [])
+            AttackOutcome(p, s, "inversion", marked_prompt(p, m, opts.k, concept), final, before[i], after[i],
+                          embeddings=emb, mode=m)
+            for i, (p, s, m) in enumerate(zip(prompts, seeds, modes, strict=True))
+        ]  # fmt: skip
 
-    def texts_of(chosen: torch.Tensor) -> list[str]:  # (B, k) token ids -> the readable prompts
+    extra = {
+        "images": len(concept_images),
+        "loss_first": losses[:tail].mean().item(),
+        "loss_last": final,
+        "learned": "once for the whole prompt set, through the erased model, then applied to every prompt",
+        "placement": "replace_k where the prompt names the concept, else prefix_k",
+        "check_every": "does not apply (nothing is optimised per prompt)",
+        "restarts": "does not apply",
+    }
+    return attack, extra
+
+
+def _prepare_ring_a_bell(pipe, pair, prompts, config, concept, vocabulary, g) -> tuple[Callable, dict]:
+    """Ring-A-Bell: the concept direction on the reference encoder once, then a genetic search per prompt."""
+    opts, tok, reference = config.ring_a_bell, pipe.tokenizer, pair.text_encoder_o
+    if concept is None and not opts.pairs:
+        raise ErasekitError("ring-a-bell needs the concept (to build prompt pairs) or ring_a_bell.pairs")
+    pairs = [tuple(x) for x in opts.pairs] or ring_a_bell.concept_pairs(prompts, concept, opts.templates)
+    direction = ring_a_bell.concept_direction(reference, tok, pairs)
+    allowed = search_space(tok, vocabulary, [concept] if concept else [])
+
+    def base(p: str) -> str:
+        return ring_a_bell.without_concept(p, concept) if concept else p
+
+    k = opts.k or ring_a_bell.default_k(tok, [base(p) for p in prompts])
+
+    def attack(ps: list[str], seeds: list[int], before: torch.Tensor) -> list[AttackOutcome]:
+        bases = [base(p) for p in ps]
+        with torch.no_grad():
+            targets = encode(reference, token_ids(tok, bases)).float() + opts.eta * direction
+        ids, loss = ring_a_bell.search(reference, tok, bases, targets, allowed, k, opts, g)
+        texts = [slot_prompt(tok, b, c.tolist(), "suffix_k", None) for b, c in zip(bases, ids, strict=True)]
+        after = draw_prompts(pipe, texts, seeds, config.sampling)
         return [
-            slot_prompt(pipe.tokenizer, p, c.tolist(), opts.mode, concept) for p, c in zip(prompts, chosen, strict=True)
-        ]
+            AttackOutcome(p, s, "ring-a-bell", texts[i], loss[i].item(), before[i], after[i],
+                          tokens=_pieces(tok, ids[i]), mode="suffix_k")
+            for i, (p, s) in enumerate(zip(ps, seeds, strict=True))
+        ]  # fmt: skip
 
-    def draw_tokens(chosen: torch.Tensor) -> torch.Tensor:
-        return generate(pipe, texts_of(chosen), seeds, steps=config.sample_steps, guidance=config.guidance)
-
-    check = (lambda chosen: detector(draw_tokens(chosen))) if every else None
-    chosen, loss = optimize_tokens(pair, slots, allowed, provider, opts, g, check, every)
-    texts = texts_of(chosen)
-    after = draw_tokens(chosen)
-    return [
-        AttackOutcome(p, s, kind, txt, loss[i].item(), before[i], after[i], tokens=_pieces(pipe.tokenizer, chosen[i]))
-        for i, (p, s, txt) in enumerate(zip(prompts, seeds, texts, strict=True))
-    ]
+    own = reference is pipe.text_encoder
+    extra = {
+        "pairs": len(pairs),
+        "k": k,
+        "direction_norm": direction.norm().item(),
+        "search_space": space_card(vocabulary, allowed),
+        "reference_encoder": "the attacked pipeline's own (no original given)" if own else "the original text encoder",
+        "check_every": "does not apply (the search never draws an image)",
+        "restarts": "does not apply",
+    }
+    return attack, extra
 
 
 def run_attack(
@@ -211,63 +347,53 @@ def run_attack(
     original: StableDiffusionPipeline | dict | None,
     prompts: list[str],
     seeds: list[int],
-    kind: Literal["soft", "token"],
+    kind: str,
     config: AttackConfig | None = None,
     concept: str | None = None,
     progress: bool = False,
-    detector: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> list[AttackOutcome]:
-    """Attack each prompt (see the module docstring); `concept` is needed for replace_k / add and the token ban.
+    detector: Detector | None = None,
+    vocabulary: list[str] | None = None,
+    concept_images: torch.Tensor | None = None,
+) -> AttackOutcomes:
+    """Attack each prompt (see the module docstring); `concept` is needed for replace_k / add, the token ban, the
+    inversion's placement and ring-a-bell's prompt pairs.
 
-    `detector` (images (B, 3, H, W) -> (B,) bool, e.g. `make_detector(concept)`) makes it follow UnlearnDiffAtk:
-    prompts whose unattacked image is already flagged are not attacked (`attacked=False`), and the others stop
-    early at the first check (every `config.check_every` steps) whose image is flagged. Without it every prompt is
-    attacked for all steps and only the final candidates are drawn.
+    `detector` (images (B, 3, H, W) -> (B,) bool) makes it follow UnlearnDiffAtk: prompts whose unattacked image is
+    already flagged are not attacked (`attacked=False`), and soft / token attacks stop early at the first check
+    (every `config.check_every` steps) whose image is flagged. Without it every prompt is attacked in full.
+    `concept_images` (N, 3, H, W) in [0, 1]: the inversion attack's training images (from the original model or a
+    domain's renderer).
     """
     config = config or AttackConfig()
-    if kind not in ("soft", "token"):
-        raise ErasekitError(f"unknown attack '{kind}': use soft or token")
-    opts = config.soft if kind == "soft" else config.token
-    check_prompts(pipe.tokenizer, prompts, reserve=opts.k if opts.mode != "add" else 0)
+    if kind not in ATTACKS:
+        raise ErasekitError(f"unknown attack '{kind}': use one of {', '.join(ATTACKS)}")
+    check_prompts(pipe.tokenizer, prompts)
     if len(seeds) != len(prompts):
         raise ErasekitError(f"{len(prompts)} prompts but {len(seeds)} seeds: give one seed per prompt")
     pair = model_pair(pipe, original)
     g = torch.Generator().manual_seed(config.seed)
     out: list[AttackOutcome] = []
-    with Progress(disable=not progress, transient=True) as bar:
+    with ddim_sampling(pipe) as replaced, Progress(disable=not progress, transient=True) as bar:
+        card = {
+            "kind": kind, "prompts": len(prompts), "concept": concept, "options": config.options(kind).model_dump(),
+            "sampler": sampler_card(pipe, config.sampling, replaced), "seed": config.seed,
+        }  # fmt: skip
+        if kind == "inversion":
+            attack, extra = _prepare_inversion(pipe, config, concept, concept_images, progress)
+        elif kind == "ring-a-bell":
+            attack, extra = _prepare_ring_a_bell(pipe, pair, prompts, config, concept, vocabulary, g)
+        else:
+            attack, extra = _prepare_optimised(kind, pipe, pair, config, concept, detector, vocabulary, g)
+        card.update(extra)
         task = bar.add_task(f"{kind} attack", total=len(prompts))
         for i in range(0, len(prompts), config.batch_size):
             ps, ss = prompts[i : i + config.batch_size], seeds[i : i + config.batch_size]
-            before = generate(pipe, ps, ss, steps=config.sample_steps, guidance=config.guidance)
-            done = detector(before).cpu() if detector is not None else torch.zeros(len(ps), dtype=torch.bool)
+            before = draw_prompts(pipe, ps, ss, config.sampling)
+            done = detector(before).cpu().bool() if detector is not None else torch.zeros(len(ps), dtype=torch.bool)
             todo = [j for j in range(len(ps)) if not done[j]]
-            attacked = iter(
-                _attack_chunk(pipe, pair, [ps[j] for j in todo], [ss[j] for j in todo], kind, config, concept, g,
-                              detector, before[todo])
-                if todo else []
-            )  # fmt: skip
-            for j, (p, s) in enumerate(zip(ps, ss, strict=True)):
-                out.append(
-                    AttackOutcome(p, s, kind, p, 0.0, before[j], before[j], attacked=False)
-                    if done[j]
-                    else next(attacked)
-                )
+            attacked = iter(attack([ps[j] for j in todo], [ss[j] for j in todo], before[todo]) if todo else [])
+            out += [
+                unattacked(p, s, kind, before[j]) if done[j] else next(attacked) for j, (p, s) in enumerate(zip(ps, ss))
+            ]
             bar.update(task, advance=len(ps))
-    return out
-
-
-def success_check(outcomes: list[AttackOutcome], concept: str, model: str = "shapes") -> dict:
-    """ASR (UnlearnDiffAtk) of the outcomes, the pre-/post-attack rates, per-prompt pre/post and the detector's card."""
-    from erasekit.eval.classifiers import make_detector
-    from erasekit.eval.metrics import asr
-
-    if not outcomes:
-        raise ErasekitError("no attack outcomes to check: attack at least one prompt")
-    detector = make_detector(concept, preset=None, model=model)
-    pre = detector(torch.stack([o.image_before for o in outcomes]))
-    post = detector(torch.stack([o.image_after for o in outcomes]))
-    result = asr(pre.tolist(), post.tolist())
-    result["post_attack_rate"] = post.float().mean().item()
-    result["pre"], result["post"] = pre.tolist(), post.tolist()
-    result["detector"] = detector.card()
-    return result
+    return AttackOutcomes(out, card)

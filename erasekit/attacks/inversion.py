@@ -82,7 +82,9 @@ def diffusion_loss(
     return ((out - target) ** 2).flatten(1).mean(1)
 
 
-def initial_embeddings(pipe: StableDiffusionPipeline, config: InversionConfig, generator: torch.Generator) -> torch.Tensor:
+def initial_embeddings(
+    pipe: StableDiffusionPipeline, config: InversionConfig, generator: torch.Generator
+) -> torch.Tensor:
     """(k, D): the init word's token embedding (mean over its tokens) in every slot, else random real tokens'."""
     if config.init is None:
         return random_token_embeddings(pipe.text_encoder, (config.k,), generator).float()

@@ -56,13 +56,19 @@ def sampler_card(pipe: StableDiffusionPipeline, sampling: Sampling, replaced: st
     }
 
 
-def draw_prompts(pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], sampling: Sampling) -> torch.Tensor:
+def draw_prompts(
+    pipe: StableDiffusionPipeline, prompts: list[str], seeds: list[int], sampling: Sampling
+) -> torch.Tensor:
     """Images (N, 3, H, W) of readable prompts."""
-    return generate(pipe, prompts, seeds, steps=sampling.steps, guidance=sampling.guidance, batch_size=sampling.batch_size)
+    return generate(
+        pipe, prompts, seeds, steps=sampling.steps, guidance=sampling.guidance, batch_size=sampling.batch_size
+    )
 
 
 @torch.no_grad()
-def draw_context(pipe: StableDiffusionPipeline, ctx: torch.Tensor, seeds: list[int], sampling: Sampling) -> torch.Tensor:
+def draw_context(
+    pipe: StableDiffusionPipeline, ctx: torch.Tensor, seeds: list[int], sampling: Sampling
+) -> torch.Tensor:
     """Images (N, 3, H, W) from text contexts ctx (N, L, D) (the unconditional branch encodes "" as usual)."""
     out = []
     for i in range(0, len(seeds), sampling.batch_size):

@@ -1,116 +1,113 @@
-"""`erasekit attack`: try to bring an erased concept back with a soft prompt or a real-token attack.
+"""`erasekit attack`: try to bring an erased concept back (soft prompt, real tokens, concept inversion,
+Ring-A-Bell), judged by the domain's detector.
 
-The changed component(s) load over the base model (--text-encoder / --unet / --patch); the originals are loaded
-fresh from the base model as the attack's reference (eq. 4). Prompts: the shapes world's held-out target prompts
-for the concept, or a text file (one prompt per line) with --prompts.
+The erased parts load over the base model (`--artifact DIR`, or `--text-encoder` / `--unet` / `--patch`); the
+unmodified model is loaded beside it as the attacks' reference (eq. 4). Prompts: the domain's held-out target
+prompts for the concept, or a prompt file (.txt one a line, .csv I2P columns) with --prompts.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated
 
+import torch
 import typer
 
+from erasekit.attacks import ATTACKS, AttackConfig, judge, run_attack, save_outcomes
 from erasekit.cli import app
-from erasekit.cli.options import Model, TextEncoder, Unet
+from erasekit.cli.options import (
+    Artifact, Config, Device, Dtype, Guidance, Json, Model, Patch, SampleSteps, Seed, Sets, TextEncoder, Unet,
+)  # fmt: skip
+from erasekit.config import given, load_recipe, parse_sets, read_yaml, resolve
+from erasekit.domains import domain_for
 from erasekit.errors import ErasekitError
+from erasekit.imaging import save_grid
+from erasekit.methods import erased_parts, load_erased
+from erasekit.pipeline import load_pipeline, resolve_device
 
 
-def _prompts(model: str, concept: str, n: int, prompts_file: Path | None, seed: int) -> tuple[list[str], list[int]]:
-    if prompts_file is not None:
-        if not prompts_file.is_file():
-            raise ErasekitError(f"prompt file {prompts_file} not found: pass a text file with one prompt per line")
-        lines = [x.strip() for x in prompts_file.read_text().splitlines() if x.strip()][:n]
-        return lines, [seed + i for i in range(len(lines))]
-    if model != "shapes":
-        raise ErasekitError(
-            "give the prompts to attack with --prompts FILE (built-in prompts exist for --model shapes)"
-        )
-    from erasekit.world.prompt_sets import target_set
-
-    ps = target_set(concept, n, split="heldout", seed=seed)
-    return ps.prompts, ps.seeds
+def attack_options(domain_name: str, yaml_path: Path | None, sets: dict, flags: dict) -> AttackConfig:
+    """AttackConfig: the domain's evaluation recipe (sampler, batch) < --config < --set < flags."""
+    recipe = load_recipe(f"{domain_name}/evaluate")
+    base = {**recipe.get("attack_options", {}), "sample_steps": recipe["sample_steps"], "guidance": recipe["guidance"]}
+    return resolve(AttackConfig, base, read_yaml(yaml_path) if yaml_path else {}, sets, given(flags))
 
 
 @app.command()
 def attack(
     concept: Annotated[str, typer.Option("--concept", help="The erased concept to bring back.")],
-    kind: Annotated[str, typer.Option("--attack", help="soft | token")] = "soft",
+    kind: Annotated[str, typer.Option("--attack", help=f"{' | '.join(ATTACKS)} | all")] = "soft",
     model: Model = "shapes",
+    artifact: Artifact = None,
     text_encoder: TextEncoder = None,
     unet: Unet = None,
-    patch: Annotated[Path | None, typer.Option("--patch", help="Folder of an ItD patch to attach.")] = None,
-    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="Text file, one prompt per line.")] = None,
+    patch: Patch = None,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="Prompt file (.txt or I2P .csv).")] = None,
     n: Annotated[int, typer.Option("-n", help="Number of prompts to attack.", min=1)] = 50,
-    k: Annotated[int | None, typer.Option(help="Number of adversarial tokens.")] = None,
-    mode: Annotated[str | None, typer.Option(help="prefix_k | replace_k | add (soft only)")] = None,
-    attack_steps: Annotated[int | None, typer.Option("--attack-steps", help="Optimisation steps.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Attack learning rate / step size.")] = None,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of AttackConfig options.")] = None,
-    sets: Annotated[list[str], typer.Option("--set", help="key=value override, e.g. soft.optimizer=sign.")] = [],  # noqa: B006
-    seed: Annotated[int, typer.Option("--seed", help="Prompt-set and attack seed.")] = 0,
+    seed: Seed = None,
+    sample_steps: SampleSteps = None,
+    guidance: Guidance = None,
+    config: Config = None,
+    sets: Sets = [],  # noqa: B006
+    device: Device = None,
+    dtype: Dtype = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="PNG of before (top) / after (bottom) images.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    save: Annotated[Path | None, typer.Option("--save", help="Folder to keep the attack for replay.")] = None,
+    as_json: Json = False,
 ) -> None:
-    """Attack MODEL (+ erased component) on CONCEPT prompts and report the ASR judged by the concept's detector."""
-    import time
-
-    import torch
-
-    from erasekit.artifact import load_original_component
-    from erasekit.attacks import AttackConfig, run_attack, success_check
-    from erasekit.cli.erase import merge_options, parse_sets
-    from erasekit.pipeline import load_pipeline
-
-    if kind not in ("soft", "token"):
-        raise ErasekitError(f"unknown attack '{kind}': use soft or token")
-    options = parse_sets(sets)
-    own = {key: v for key, v in {"k": k, "mode": mode, "steps": attack_steps, "lr": lr}.items() if v is not None}
-    options[kind] = {**options.get(kind, {}), **own}
-    cfg = merge_options(AttackConfig, config, options, {"seed": seed})
-    prompts, seeds = _prompts(model, concept, n, prompts_file, seed)
-    pipe = load_pipeline(model, text_encoder=text_encoder, unet=unet)
-    original = {}
-    if text_encoder is not None or patch is not None:
-        original["text_encoder"] = load_original_component(model, "text_encoder")
-    if unet is not None:
-        original["unet"] = load_original_component(model, "unet")
-    if patch is not None:
-        try:
-            from erasekit.methods.itd import ItdPatch
-        except ModuleNotFoundError:
-            raise ErasekitError("--patch needs the ItD method (erasekit.methods.itd), which is not installed") from None
-        ItdPatch.load(patch).attach(pipe)
-    t0 = time.perf_counter()
-    from erasekit.eval.classifiers import make_detector
-
-    detector = make_detector(concept, preset=None, model=model)
-    outcomes = run_attack(pipe, original, prompts, seeds, kind, cfg, concept, not as_json, detector)
-    result = success_check(outcomes, concept, model=model)
-    per_prompt = [
-        {"prompt": o.prompt, "seed": o.seed, "adversarial_prompt": o.adversarial_prompt, "tokens": o.tokens,
-         "loss": round(o.loss, 6), "attacked": o.attacked, "pre": pre, "post": post}
-        for o, pre, post in zip(outcomes, result.pop("pre"), result.pop("post"), strict=True)
-    ]  # fmt: skip
+    """Attack MODEL (+ erased parts) on CONCEPT prompts and report the ASR judged by the concept's detector."""
+    kinds = list(ATTACKS) if kind == "all" else [kind]
+    if kinds[0] not in ATTACKS:
+        raise ErasekitError(f"unknown attack '{kind}': use one of {', '.join(ATTACKS)} or all")
+    domain = domain_for(model)
+    flags = {"seed": seed, "sample_steps": sample_steps, "guidance": guidance}
+    cfg = attack_options(domain.name, config, parse_sets(sets), flags)
+    parts = erased_parts(artifact, text_encoder, unet, patch)
+    dev = resolve_device(device)
+    pipe = load_erased(model, parts, device=dev, dtype=dtype)
+    original = load_pipeline(model, device=dev, dtype=dtype) if parts else None
+    plan = domain.attack_plan(concept, n, cfg.seed, str(prompts_file) if prompts_file else None, original or pipe)
+    target = plan.sets["target"]
+    images = plan.concept_images() if "inversion" in kinds else None
+    results = {}
+    for k in kinds:
+        t0 = time.perf_counter()
+        outcomes = run_attack(
+            pipe, original, target.prompts, target.seeds, k, cfg, concept, not as_json, plan.detector,
+            vocabulary=plan.vocabulary, concept_images=images,
+        )  # fmt: skip
+        result = judge(outcomes, plan.detector)
+        pre, post = result.pop("pre"), result.pop("post")
+        result["prompts"] = [
+            {"prompt": o.prompt, "seed": o.seed, "adversarial_prompt": o.adversarial_prompt, "tokens": o.tokens,
+             "loss": round(o.loss, 6), "attacked": o.attacked, "pre": a, "post": b}
+            for o, a, b in zip(outcomes, pre, post, strict=True)
+        ]  # fmt: skip
+        result["seconds"] = round(time.perf_counter() - t0, 1)
+        results[k] = result
+        if save is not None:
+            save_outcomes(outcomes, save / k)
+        if grid is not None:
+            before = torch.stack([o.image_before for o in outcomes])
+            after = torch.stack([o.image_after for o in outcomes])
+            path = grid if len(kinds) == 1 else grid.with_name(f"{grid.stem}-{k}{grid.suffix}")
+            save_grid(torch.cat([before, after]), path, cols=len(outcomes))
+    worst = max(results, key=lambda k: results[k]["asr"])
     summary = {
-        "attack": kind, "concept": concept, "model": model, "text_encoder": str(text_encoder) if text_encoder else None,
-        "unet": str(unet) if unet else None, "patch": str(patch) if patch else None,
-        "seconds": round(time.perf_counter() - t0, 1), "config": cfg.model_dump(), **result, "prompts": per_prompt,
+        "concept": concept, "model": model, "parts": parts, "prompt_set": target.name, "n": len(target),
+        "config": cfg.model_dump(), "attacks": results,
+        "worst_case": {"attack": worst, "asr": results[worst]["asr"], "one_prompt_points": 100 / len(target)},
     }  # fmt: skip
-    if grid is not None:
-        from erasekit.imaging import save_grid
-
-        before = torch.stack([o.image_before for o in outcomes])
-        save_grid(torch.cat([before, torch.stack([o.image_after for o in outcomes])]), grid, cols=len(outcomes))
-
     if as_json:
-        typer.echo(json.dumps(summary))
+        typer.echo(json.dumps(summary, default=str))
         return
-    typer.echo(
-        f"{kind} attack on '{concept}': pre-attack rate {result['pre_attack_rate']:.1%}, "
-        f"post-attack rate {result['post_attack_rate']:.1%}, ASR {result['asr']:.1%} over {result['n']} prompts"
-    )
-    for row in per_prompt[:5]:
-        typer.echo(f"  {row['adversarial_prompt']}  (pre {row['pre']}, post {row['post']})")
+    for k, r in results.items():
+        typer.echo(
+            f"{k} attack on '{concept}': pre-attack rate {r['pre_attack_rate']:.1%}, ASR {r['asr']:.1%} "
+            f"over {r['n']} prompts ({r['seconds']} s)"
+        )
+    if len(results) > 1:
+        typer.echo(f"worst case: {worst}, ASR {results[worst]['asr']:.1%} (one prompt = {100 / len(target):.1f} points)")

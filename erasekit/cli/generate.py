@@ -1,4 +1,4 @@
-"""`erasekit generate`: a grid of images from a prompt."""
+"""`erasekit generate`: a grid of images from a prompt, with any erased parts loaded."""
 
 from __future__ import annotations
 
@@ -7,39 +7,57 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import BaseModel, ConfigDict, Field
 
 from erasekit.cli import app
-from erasekit.cli.options import Guidance, Model, Seed, Steps, TextEncoder, Unet
+from erasekit.cli.options import (
+    Artifact, Config, Device, Dtype, Guidance, Json, Model, Patch, SampleSteps, Seed, Sets, TextEncoder, Unet,
+)  # fmt: skip
+from erasekit.config import given, parse_sets, read_yaml, resolve
+from erasekit.generation import generate as run
+from erasekit.imaging import save_grid
+from erasekit.methods import erased_parts, load_erased
+from erasekit.pipeline import resolve_device
+
+
+class GenerateConfig(BaseModel):
+    """Options of `erasekit generate` (images i get seeds seed + i)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(8, ge=1)
+    seed: int = 0
+    sample_steps: int = Field(25, ge=1)
+    guidance: float = 5.0
+    batch_size: int = Field(8, ge=1)
 
 
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
     model: Model = "shapes",
+    artifact: Artifact = None,
     text_encoder: TextEncoder = None,
     unet: Unet = None,
-    n: Annotated[int, typer.Option("-n", help="Number of images.", min=1)] = 8,
+    patch: Patch = None,
+    n: Annotated[int | None, typer.Option("-n", help="Number of images.", min=1)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG grid to write.")] = Path("grid.png"),
-    seed: Seed = 0,
-    steps: Steps = 25,
-    guidance: Guidance = 5.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary.")] = False,
+    seed: Seed = None,
+    sample_steps: SampleSteps = None,
+    guidance: Guidance = None,
+    device: Device = None,
+    dtype: Dtype = None,
+    config: Config = None,
+    sets: Sets = [],  # noqa: B006
+    as_json: Json = False,
 ) -> None:
     """Generate N images for PROMPT (seeds seed..seed+N-1) and save them as one PNG grid."""
-    from erasekit.generation import generate as run
-    from erasekit.imaging import save_grid
-    from erasekit.pipeline import load_pipeline
-
-    pipe = load_pipeline(model, text_encoder=text_encoder, unet=unet)
-    images = run(pipe, [prompt] * n, list(range(seed, seed + n)), steps=steps, guidance=guidance, progress=True)
+    flags = {"n": n, "seed": seed, "sample_steps": sample_steps, "guidance": guidance}
+    cfg = resolve(GenerateConfig, read_yaml(config) if config else {}, parse_sets(sets), given(flags))
+    parts = erased_parts(artifact, text_encoder, unet, patch)
+    pipe = load_erased(model, parts, device=resolve_device(device), dtype=dtype)
+    seeds = list(range(cfg.seed, cfg.seed + cfg.n))
+    images = run(pipe, [prompt] * cfg.n, seeds, cfg.sample_steps, cfg.guidance, cfg.batch_size, progress=True)
     save_grid(images, output)
-    summary = {
-        "prompt": prompt,
-        "model": model,
-        "n": n,
-        "seed": seed,
-        "steps": steps,
-        "guidance": guidance,
-        "output": str(output),
-    }
-    typer.echo(json.dumps(summary) if as_json else f"wrote {n} images to {output}")
+    summary = {"prompt": prompt, "model": model, "parts": parts, **cfg.model_dump(), "output": str(output)}
+    typer.echo(json.dumps(summary) if as_json else f"wrote {cfg.n} images to {output}")

@@ -64,21 +64,22 @@ def run_method(
 ) -> dict:
     """Load the model, run `method` with `config` into `output` and return its summary (recipe hash included)."""
     module, _ = load_method(method)
-    pipe = load_pipeline(domain.spec, text_encoder=text_encoder, unet=unet, device=resolve_device(device))
+    dev = resolve_device(device)
+    pipe = load_pipeline(domain.spec, text_encoder=text_encoder, unet=unet, device=dev)
     kwargs = domain.method_inputs(method, config)
     if method != "itd":
-        kwargs["dtype"] = resolve_dtype(dtype)
+        kwargs["dtype"] = resolve_dtype(dtype, dev)
     Path(output).mkdir(parents=True, exist_ok=True)
     summary = module.erase(pipe, config, Path(output), progress=progress, **kwargs)
     return {**summary, "model": domain.spec, "config_sha256": config_hash(config)}
 
 
 def eval_config(spec: str, yaml_path: str | Path | None = None, flags: dict[str, Any] | None = None) -> EvalConfig:
-    """EvalConfig from the domain's evaluation recipe < YAML --config < flags."""
+    """EvalConfig from the domain's evaluation recipe < YAML --config < `flags` (only the options given)."""
     data = read_yaml(yaml_path) if yaml_path else {}
     model = (flags or {}).get("model") or data.get("model") or spec
     domain = domain_for(model)
-    return resolve(EvalConfig, load_recipe(f"{domain.name}/evaluate"), data, given(flags or {}))
+    return resolve(EvalConfig, load_recipe(f"{domain.name}/evaluate"), data, flags or {})
 
 
 def run_evaluation(
@@ -88,7 +89,7 @@ def run_evaluation(
     evaluate; the unmodified model is loaded beside it when anything was changed."""
     domain = domain_for(cfg.model)
     device = resolve_device(cfg.device) if cfg.device else process_device()
-    dtype = resolve_dtype(cfg.dtype)
+    dtype = resolve_dtype(cfg.dtype, device)
     pipe = load_erased(cfg.model, parts, device=device, dtype=dtype)
     original = load_pipeline(cfg.model, device=device, dtype=dtype) if parts else None
     plan = domain.eval_plan(cfg, original or pipe, device)

@@ -129,7 +129,7 @@ class EsdTrainer:
         check_prompts(self.tokenizer, self.prompts)
         pipe.unet.requires_grad_(False).eval()
         pipe.text_encoder.requires_grad_(False).eval()
-        self.pair = ModelPair.with_frozen_copy(pipe.unet, pipe.text_encoder, config.component)
+        self.pair = ModelPair.with_frozen_copy(pipe.unet, pipe.text_encoder, config.component, pipe.scheduler)
         self.module = pipe.unet if config.component == "unet" else pipe.text_encoder
         self.autocast = mixed_precision(self.module, self.pair, dtype)
         if config.gradient_checkpointing:

@@ -54,9 +54,7 @@ class ItdConfig(SaeConfig):
     """Options of `erasekit erase --method itd` (SAE options are inherited from SaeConfig)."""
 
     concepts: list[str] = Field(min_length=1, description="concepts to erase, e.g. ['circle', 'red']")
-    tau: float = Field(
-        -2.0, description="scale tau of the selected features (eq. 7; the official code uses -8)"
-    )
+    tau: float = Field(-2.0, description="scale tau of the selected features (eq. 7; the official code uses -8)")
     injection: Literal["replace", "add_error"] = "add_error"
     gate: bool = Field(True, description="apply erasure only to prompts the zero-shot gate flags")
     pooling: Literal["token", "max", "mean"] = "max"

@@ -1,0 +1,165 @@
+"""`bench`: the table of the AdvUnlearn and ItD papers on the shapes world, one row per method.
+
+Rows: Original, ESD (the paper's ESD-x), AT-ESD (AdvUnlearn with gamma = 0), AdvUnlearn, ItD, ItD + AdvUnlearn (the
+ItD patch attached to the AdvUnlearn text encoder). Each trained row resolves its recipe (`ROWS`), trains its
+artifact into `<output>/<row>/` and records the resolved config's hash; a finished artifact with the same hash is
+reused, one with another hash is refused (never silently mixed), an interrupted one resumes. Every row is then
+evaluated with one shared EvalConfig, so every row sees the same prompts, seeds and attacks. The bench trains
+through `erasekit.domains` / `erasekit.methods` and evaluates through `erasekit.eval`; eval never trains.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+from rich.console import Console
+
+from erasekit.config import config_hash
+from erasekit.domains import domain_for, eval_config, method_config, run_evaluation, run_method
+from erasekit.errors import ErasekitError
+from erasekit.eval.distributed import finish, is_main_process
+from erasekit.eval.harness import EvalResult
+from erasekit.eval.report import markdown_table, write_report
+from erasekit.methods import artifact_parts
+
+# row -> (method, recipe) for trained rows; combined rows take parts of trained ones
+ROWS: dict[str, tuple[str, str] | None] = {
+    "Original": None,
+    "ESD": ("esd", "shapes/esd-paper"),
+    "AT-ESD": ("advunlearn", "shapes/advunlearn-atesd"),
+    "AdvUnlearn": ("advunlearn", "shapes/advunlearn"),
+    "ItD": ("itd", "shapes/itd"),
+    "ItD+AdvUnlearn": None,
+}
+COMBINED = {"ItD+AdvUnlearn": ("AdvUnlearn", "ItD")}  # (text encoder from, patch from)
+SUMMARY = "bench-train.json"
+
+
+class BenchConfig(BaseModel):
+    """Options of `erasekit bench`; `methods` holds per-row method options (YAML: methods: {ESD: {steps: 200}})."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("shapes", description="the world's pipeline: 'shapes' (bundled) or a bundle's pipeline folder")
+    concept: str = "circle"
+    seed: int = 0
+    rows: list[str] = Field(default_factory=lambda: list(ROWS))
+    methods: dict[str, dict] = Field(default_factory=dict, description="per-row method options")
+    evaluation: dict = Field(default_factory=dict, description="EvalConfig options shared by all rows")
+
+
+def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
+    """A few-minute table for `make demo`: Original, ESD, AdvUnlearn and ItD with short schedules and small sets."""
+    return BenchConfig(
+        concept=concept,
+        seed=seed,
+        rows=["Original", "ESD", "AdvUnlearn", "ItD"],
+        methods={"ESD": {"steps": 150}, "AdvUnlearn": {"steps": 100, "warmup": 20}, "ItD": {"steps": 1000}},
+        evaluation={
+            "n_target": 20, "n_retain": 20, "n_world": 80, "attack_prompts": 5,
+            "attack_options": {"soft": {"steps": 50}, "token": {"steps": 50}},
+        },
+    )  # fmt: skip
+
+
+def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool) -> dict:
+    """Train the row's artifact into `folder` unless the same config already finished there; its summary."""
+    method, recipe = ROWS[row]
+    domain = domain_for(cfg.model)
+    options = {"seed": cfg.seed, **cfg.methods.get(row, {})}
+    config, _ = method_config(domain, method, [cfg.concept], recipe, None, options)
+    digest = config_hash(config)
+    summary_file = folder / SUMMARY
+    if summary_file.is_file():
+        done = json.loads(summary_file.read_text())
+        if done.get("config_sha256") != digest:
+            raise ErasekitError(
+                f"{folder} holds a {row} artifact made with other options (recipe or --config changed): "
+                f"delete the folder or bench into another -o"
+            )
+        return {**done, "reused": True}
+    t0 = time.perf_counter()
+    summary = run_method(domain, method, config, folder, progress=progress)
+    summary = {**summary, "recipe": recipe, "bench_wall_s": round(time.perf_counter() - t0, 2)}
+    summary_file.write_text(json.dumps(summary, indent=1, default=str))
+    return summary
+
+
+def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str, EvalResult]:
+    """{row: EvalResult} for every row, trained (or reused) and evaluated alike."""
+    unknown = [r for r in cfg.rows if r not in ROWS]
+    if unknown:
+        raise ErasekitError(f"unknown bench row(s) {unknown}: use some of {', '.join(ROWS)}")
+    if domain_for(cfg.model).name != "shapes":
+        raise ErasekitError("bench runs on the shapes world only (--model shapes); use `erasekit evaluate` for SD")
+    base = {"model": cfg.model, "concept": cfg.concept, "seed": cfg.seed, **cfg.evaluation}
+    eval_config(cfg.model, None, base)  # a typo in `evaluation` fails here, before any training
+    console = Console(stderr=True, quiet=not progress)
+    results: dict[str, EvalResult] = {}
+    trained: dict[str, dict] = {}
+
+    def trained_row(row: str) -> dict:
+        if row not in trained:
+            trained[row] = train_row(row, cfg, output / row, progress)
+        return trained[row]
+
+    for i, row in enumerate(cfg.rows, start=1):
+        console.print(f"[bold]bench {i}/{len(cfg.rows)}: {row}[/bold]")
+        parts: dict[str, str] = {}
+        training: list[dict] = []
+        for dep in COMBINED.get(row, (row,) if ROWS[row] else ()):
+            training.append(trained_row(dep))
+            parts.update(artifact_parts(output / dep))
+        baseline = results.get("Original")
+        result = run_evaluation(eval_config(cfg.model, None, base), parts, progress, baseline)
+        if training:
+            result.metrics["training"] = training_cost(training)
+        results[row] = result
+    return results
+
+
+def commit() -> str | None:
+    """The git commit the numbers were made with (None outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def bench_report(cfg: BenchConfig, output: Path, progress: bool = True) -> dict | None:
+    """Run the bench, write `output/report.html` and `output/bench.json` (stamped with the commit); returns that
+    JSON's payload (None on processes other than the main one) with the Markdown table under "table"."""
+    results = run_bench(cfg, output, progress)
+    main = is_main_process()
+    finish()
+    if not main:
+        return None
+    title = f"erasekit bench: erase '{cfg.concept}' on the shapes world"
+    payload = {
+        "commit": commit(),
+        "config": cfg.model_dump(),
+        "rows": {k: v.to_json() for k, v in results.items()},
+        "report": str(write_report(results, report_path(output), title)),
+    }
+    (output / "bench.json").write_text(json.dumps(payload, indent=1, default=str))
+    return {**payload, "table": markdown_table(results)}
+
+
+def report_path(output: Path) -> Path:
+    return output / "report.html"
+
+
+def training_cost(summaries: list[dict]) -> dict:
+    """Wall seconds and UNet evaluations (latent rows, calls) the row's artifacts cost to train, summed."""
+    return {
+        "wall_s": sum(p.get("bench_wall_s") or p.get("seconds") or 0 for p in summaries),
+        "unet_rows": sum(p.get("unet_rows") or 0 for p in summaries),
+        "unet_calls": sum(p.get("unet_calls") or 0 for p in summaries),
+        "unet_calls_per_step": summaries[-1].get("unet_calls_per_step"),
+        "reused": any(p.get("reused", False) for p in summaries),
+    }
