@@ -20,7 +20,10 @@ SEED_RANGE = 2**31  # image seeds stay within a signed 32-bit int, as torch.Gene
 
 def data_text(name: str) -> str:
     """The text of a shipped file under erasekit/data/sd/ (`name` may hold a subfolder, e.g. "zero_shot/x.txt")."""
-    return resources.files("erasekit.data").joinpath("sd", *name.split("/")).read_text(encoding="utf-8")
+    path = resources.files("erasekit.data").joinpath("sd")
+    for part in name.split("/"):  # one part per call: Python 3.11's namespace-package paths take one
+        path = path.joinpath(part)
+    return path.read_text(encoding="utf-8")
 
 
 def data_lines(name: str) -> list[str]:

@@ -166,7 +166,9 @@ def sd_v14_configs(width: Width = "tiny") -> dict[str, dict]:
     return {"unet": unet, "vae": vae, "text_encoder": text_encoder, "scheduler": scheduler}
 
 
-def sd_pipeline(width: Width = "tiny", seed: int = 0, tokenizer: CLIPTokenizer | None = None) -> StableDiffusionPipeline:
+def sd_pipeline(
+    width: Width = "tiny", seed: int = 0, tokenizer: CLIPTokenizer | None = None
+) -> StableDiffusionPipeline:
     """SD v1.4's pipeline at `width` with random weights drawn from `seed` (the global RNG is left untouched)."""
     cfg = sd_v14_configs(width)
     with torch.random.fork_rng(devices=[]):

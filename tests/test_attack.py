@@ -1,4 +1,4 @@
-"""Injection, soft and token attacks, the success check and `erasekit attack` (tiny settings, bundled world)."""
+"""Injection, soft and token attacks, the verdict (`judge`) and `erasekit attack` (tiny settings, bundled world)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from erasekit.attacks import AttackConfig, run_attack, success_check
+from erasekit.attacks import AttackConfig, judge, run_attack
 from erasekit.attacks.soft import SoftAttackConfig, attack_loss, optimize_embeddings
 from erasekit.attacks.token import TokenAttackConfig, optimize_tokens, search_space
 from erasekit.diffusion import ModelPair
 from erasekit.errors import ErasekitError
+from erasekit.pipeline import bundle_dir
 from erasekit.text import (
     build_slots,
     concept_tokens,
@@ -23,9 +24,24 @@ from erasekit.text import (
     token_embedding,
     token_ids,
 )
+from erasekit.world.evaluators import ShapeClassifier
 from erasekit.world.prompts import WORLD_WORDS
+from erasekit.world.tokenizer import english_words
 
 PROMPTS = ["a red circle on a blue background", "a circle"]
+
+
+class CircleDetector:
+    """The world classifier's verdict "the shape is a circle" (what a domain hands the attacks)."""
+
+    def __init__(self) -> None:
+        self.model = ShapeClassifier.load(bundle_dir() / "classifier")
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model.predict(images * 2 - 1)["shape"] == 0
+
+    def card(self) -> dict:
+        return {"concept": "circle"}
 
 
 def test_injection_modes_agree_with_plain_encoding(shapes_pipe):
@@ -94,17 +110,20 @@ def test_soft_attack_lowers_eq4(shapes_pipe, optimizer):
 
 def test_token_attack_uses_real_allowed_tokens(shapes_pipe):
     tok = shapes_pipe.tokenizer
-    allowed = search_space(tok, "english", ["circle"])
+    allowed = search_space(tok, english_words(), ["circle"])
     world = {i for w in WORLD_WORDS for i in tok(w, add_special_tokens=False).input_ids}
-    assert len(allowed) > 100 and not world & set(allowed)
+    assert len(allowed) > 100 and not world & set(allowed)  # the world's English words never occur in its prompts
     pair, ctx_o = _perturbed_pair(shapes_pipe)
     provider, *_ = _fixed_provider(pair, ctx_o)
     slots = build_slots(tok, PROMPTS, "prefix_k", 3)
     cfg = TokenAttackConfig(k=3, steps=5)
     chosen, loss = optimize_tokens(pair, slots, allowed, provider, cfg, torch.Generator().manual_seed(0))
     assert chosen.shape == (2, 3) and set(chosen.flatten().tolist()) <= set(allowed)
-    all_words = search_space(tok, "all", ["circle"])
+    all_words = search_space(tok, None, ["circle"])  # UnlearnDiffAtk's space: every whole-word token
     assert set(allowed) <= set(all_words) and concept_tokens(tok, "circle")[0] not in all_words
+    assert all(tok.convert_ids_to_tokens(i)[:-4].isalpha() for i in all_words)
+    with pytest.raises(ErasekitError, match="search space is empty"):
+        search_space(tok, ["circle", "zzqx"], ["circle"])
 
 
 def test_early_stop_keeps_the_first_successful_candidate(shapes_pipe):
@@ -117,19 +136,21 @@ def test_early_stop_keeps_the_first_successful_candidate(shapes_pipe):
     init = random_token_embeddings(pair.text_encoder, (2, 2), g)
     seen: list[torch.Tensor] = []
 
-    def check(candidate: torch.Tensor) -> torch.Tensor:  # row 0 "succeeds" at the second check, row 1 never
+    def check(candidate: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:  # row 0 succeeds at check 2, row 1 never
         seen.append(candidate.clone())
-        return torch.tensor([len(seen) == 2, False])
+        assert rows.tolist() == ([0, 1] if len(seen) <= 2 else [1])  # a row that succeeded is not judged again
+        return (rows == 0) & (len(seen) == 2)
 
     cfg = SoftAttackConfig(k=2, steps=9, lr=0.05)
     emb, _ = optimize_embeddings(pair, slots, init, provider, cfg, g, check, check_every=3)
     assert len(seen) == 3
     torch.testing.assert_close(emb[0], seen[1][0])
+    assert len(seen[2]) == 1  # the third check saw row 1 only
     plain, _ = optimize_embeddings(pair, slots, init, provider, cfg, torch.Generator().manual_seed(0))
     torch.testing.assert_close(emb[1], plain[1])
     assert not torch.allclose(emb[0], plain[0])
     done: list[int] = []
-    optimize_embeddings(pair, slots, init, provider, cfg, g, lambda c: torch.tensor([done.append(1) is None] * 2), 2)
+    optimize_embeddings(pair, slots, init, provider, cfg, g, lambda c, r: torch.tensor([done.append(1) is None] * 2), 2)
     assert len(done) == 1  # everything succeeded at the first check: no further steps
 
 
@@ -137,7 +158,7 @@ def test_token_attack_keeps_best_projection(shapes_pipe):
     """The returned tokens are the best checked ones: their eq. 4 loss is the returned loss, and no checked
     projection (here: every step's, and the last step's of an unselected run) scores lower."""
     tok = shapes_pipe.tokenizer
-    allowed = search_space(tok, "english", ["circle"])
+    allowed = search_space(tok, english_words(), ["circle"])
     pair, ctx_o = _perturbed_pair(shapes_pipe)
     provider, x, t, target = _fixed_provider(pair, ctx_o)
     slots = build_slots(tok, PROMPTS, "prefix_k", 2)
@@ -153,27 +174,34 @@ def test_token_attack_keeps_best_projection(shapes_pipe):
 
 
 @pytest.mark.parametrize("kind", ["soft", "token"])
-def test_run_attack_and_success_check(shapes_pipe, kind):
+def test_run_attack_and_judge(shapes_pipe, kind):
     from erasekit.artifact import load_original_component
 
     original = {"text_encoder": load_original_component("shapes", "text_encoder")}
     cfg = AttackConfig(soft=SoftAttackConfig(steps=2), token=TokenAttackConfig(steps=2), sample_steps=3)
-    outs = run_attack(shapes_pipe, original, PROMPTS, [3, 4], kind, cfg, concept="circle")
+    outs = run_attack(shapes_pipe, original, PROMPTS, [3, 4], kind, cfg, "circle", vocabulary=english_words())
     assert [o.prompt for o in outs] == PROMPTS and outs[0].image_after.shape == (3, 32, 32)
     if kind == "token":
         for o in outs:
             assert o.adversarial_prompt.endswith(o.prompt) and len(o.tokens) == 3
             assert o.adversarial_prompt.split()[:3] == o.tokens  # readable: the tokens are whole words
+            assert set(o.tokens) <= set(english_words())
+        assert outs.card["search_space"] == {"name": f"given word list ({len(english_words())} words)",
+                                             "size": len(search_space(shapes_pipe.tokenizer, english_words(), ["circle"]))}  # fmt: skip
     else:
         assert outs[0].embeddings.shape == (3, shapes_pipe.text_encoder.config.hidden_size)
-    res = success_check(outs, "circle")
+    assert outs.card["kind"] == kind and outs.card["sampler"]["scheduler"] == "DDIMScheduler"
+    res = judge(outs, CircleDetector())
     pre, post = torch.tensor(res["pre"]), torch.tensor(res["post"])
     assert res["asr"] == pytest.approx((pre | post).float().mean().item())
+    assert res["post_attack_rate"] == pytest.approx(post.float().mean().item())
     assert res["n"] == 2 and res["detector"]["concept"] == "circle"
     with pytest.raises(ErasekitError, match="seed"):
         run_attack(shapes_pipe, original, PROMPTS, [1], kind, cfg, concept="circle")
     with pytest.raises(ErasekitError, match="empty"):
         run_attack(shapes_pipe, original, [], [], kind, cfg, concept="circle")
+    with pytest.raises(ErasekitError, match="no attack outcomes"):
+        judge([], CircleDetector())
 
 
 def test_prompts_already_flagged_are_not_attacked(shapes_pipe):
@@ -203,11 +231,11 @@ def test_cli_attack_json(tmp_path):
     prompts.write_text("a red square on a white background\na blue star on a black background\n")
     res = CliRunner().invoke(
         app,
-        ["attack", "--concept", "circle", "--attack", "token", "-n", "2", "--attack-steps", "2", "--k", "2",
+        ["attack", "--concept", "circle", "--attack", "token", "-n", "2", "--set", "token.steps=2", "--set", "token.k=2",
          "--prompts", str(prompts), "--grid", str(tmp_path / "g.png"), "--json"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
-    out = json.loads(res.output[res.output.index('{"') :])
+    out = json.loads(res.output[res.output.index('{"') :])["attacks"]["token"]
     assert out["n"] == 2 and len(out["prompts"]) == 2 and len(out["prompts"][0]["tokens"]) == 2
     assert (tmp_path / "g.png").is_file()
     res = CliRunner().invoke(app, ["attack", "--concept", "circle", "--attack", "fuzzy"])

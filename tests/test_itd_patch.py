@@ -6,6 +6,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from erasekit.domains.shapes_itd import shapes_itd_inputs
 from erasekit.errors import ErasekitError
 from erasekit.methods.itd import ItdConfig, ItdPatch, erase
 from erasekit.methods.itd.activations import collect
@@ -163,30 +164,35 @@ def final_without(pipe, patch):
         patch.attach(pipe)
 
 
+def shapes_erase(pipe, cfg: ItdConfig, output):
+    return erase(pipe, cfg, output, shapes_itd_inputs(cfg.concepts, cfg), progress=False)
+
+
 def test_erase_end_to_end_two_concepts(tmp_path, shapes_pipe):
     cfg = ItdConfig(
         concepts=["circle", "red"], layer=1, width=64, k=4, steps=40, batch_size=256, corpus_size=200,
         select_prompts=8, calib_prompts=12, k_sel=4,
     )  # fmt: skip
-    summary = erase(shapes_pipe, cfg, tmp_path)
+    summary = shapes_erase(shapes_pipe, cfg, tmp_path)
     assert set(summary["features"]) == {"circle", "red"}
-    assert summary["sae"]["fvu"] >= 0 and summary["sae"]["dead_latents"] >= 0
+    assert summary["sae"]["tokens"] == 200 * (shapes_pipe.tokenizer.model_max_length - 1)  # BOS left out
+    assert 0 < summary["sae"]["fvu"] < 1 and summary["sae"]["dead_latents"] < 64
     assert summary["retain"] == {"circle": ["square", "triangle", "cross", "star"],
                                  "red": ["green", "blue", "yellow", "purple", "orange"]}  # fmt: skip
     held = summary["gate"]["heldout"]
-    assert 0 <= held["accuracy"] <= 1 and held["n_target"] == 24 and held["n_others"] == 12
+    assert held["per_concept"]["circle"]["auc"] > 0.9 and held["n_target"] == 24 and held["n_others"] == 12
     assert all(
         held["per_concept"][c]["n_target"] == 12 == held["per_concept"][c]["n_others"] for c in ("circle", "red")
     )
     patch = ItdPatch.load(tmp_path)
     assert patch.thresholds == summary["gate"]["thresholds"] and set(patch.thresholds) == {"circle", "red"}
     assert patch.layer == 1
-    reused = erase(shapes_pipe, cfg.model_copy(update={"sae_path": str(tmp_path), "gate": False}), tmp_path / "again")
+    reused = shapes_erase(shapes_pipe, cfg.model_copy(update={"sae_path": str(tmp_path), "gate": False}), tmp_path / "again")
     assert reused["features"] == summary["features"] and ItdPatch.load(tmp_path / "again").thresholds is None
     small = dict(concepts=["circle"], sae_path=str(tmp_path), gate=False, select_prompts=4, k_sel=4)
-    assert erase(shapes_pipe, ItdConfig(**small), tmp_path / "adopt")["layer"] == 1  # the SAE's layer
+    assert shapes_erase(shapes_pipe, ItdConfig(**small), tmp_path / "adopt")["layer"] == 1  # the SAE's layer
     with pytest.raises(ErasekitError, match="reads layer 1"):
-        erase(shapes_pipe, ItdConfig(**small, layer=2), tmp_path / "clash")
+        shapes_erase(shapes_pipe, ItdConfig(**small, layer=2), tmp_path / "clash")
 
 
 def test_sae_train_cli(tmp_path):
@@ -197,5 +203,5 @@ def test_sae_train_cli(tmp_path):
     result = CliRunner().invoke(app, [*args, "--n-prompts", "50", "--json"])
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output.strip().splitlines()[-1])
-    assert stats["width"] == 32 and 0 <= stats["fvu"] and "dead_latents" in stats
+    assert stats["width"] == 32 and 0 < stats["fvu"] < 1 and stats["dead_latents"] < 32 and stats["tokens"] == 50 * 23
     assert TopKSAE.load(tmp_path)[0].k == 4

@@ -21,7 +21,7 @@ from erasekit.errors import ErasekitError
 from erasekit.eval.classifiers import NUDITY, NudeNetDetector
 from erasekit.eval.features import ClipEncoder, InceptionFeatures
 from erasekit.eval.harness import EvalConfig, EvalPlan
-from erasekit.eval.hf_detectors import ClipZeroShotDetector, ImageNetClassDetector, concept_kind
+from erasekit.eval.hf_detectors import ClipZeroShotDetector, ImageNetClassDetector, concept_kind, imagenet_classes
 from erasekit.generation import generate
 from erasekit.prompts import PromptSet, read_prompt_file
 from erasekit.sd_prompts import coco_like_prompts, templated_prompts
@@ -81,7 +81,7 @@ class SdDomain(Domain):
         if kind == NUDITY:
             return NudeNetDetector(preset or "unlearndiffatk")
         kw = {"model": model} if model else {}
-        if kind == "object":
+        if kind == "object" and imagenet_classes(concept) is not None:
             return ImageNetClassDetector(concept, **kw)
         return ClipZeroShotDetector(concept, ZERO_SHOT_LIST[kind] if concept_kind(concept) else "objects", **kw)
 

@@ -6,6 +6,8 @@
                                      styles, people, anything: CLIP's image-text argmax over the concept's prompt
                                      and the alternatives' prompts picks the concept (lists in data/sd/zero_shot/)
     concept_kind(concept)            "nudity" | "object" | "style" | "person" | None, from the shipped lists
+    imagenet_classes(concept)        the concept's {ImageNet index: label}, None when unmapped (an "object" from
+                                     zero_shot/objects.txt only, e.g. "bus", needs the CLIP detector)
 
 Both follow classifiers.Detector: detector(images (N, 3, H, W) in [0, 1]) -> (N,) bool, detector.card() -> dict.
 Images are resized, cropped and normalised as the model's image processor says, with torch ops on the tensor
@@ -65,11 +67,17 @@ def _lookup(concept: str, names: Sequence[str]) -> str | None:
     return next((n for n in names if n.lower() == wanted), None)
 
 
+def imagenet_classes(concept: str) -> dict[int, str] | None:
+    """The shipped {ImageNet-1k index: label} of a concept (case-insensitive), or None when it has none."""
+    key = _lookup(concept, list(imagenet_concepts()))
+    return None if key is None else dict(imagenet_concepts()[key])
+
+
 def concept_kind(concept: str) -> str | None:
     """What a concept is from the shipped lists: nudity, an object (ImageNet map or objects list), a style, a person."""
     if concept.strip().lower() == NUDITY:
         return "nudity"
-    if _lookup(concept, list(imagenet_concepts())):
+    if imagenet_classes(concept):
         return "object"
     for name, kind in ZERO_SHOT_LISTS.items():
         if _lookup(concept, zero_shot_list(name)[0]):
@@ -201,7 +209,7 @@ class ImageTransform:
         return x
 
     def card(self) -> dict:
-        return asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
 def _first_name(label: str) -> str:
@@ -225,14 +233,13 @@ class ImageNetClassDetector:
         device: str | torch.device | None = None,
         batch_size: int = 32,
     ) -> None:
-        table = imagenet_concepts()
         if classes is None:
-            key = _lookup(concept, list(table))
-            if key is None:
+            wanted: dict[int, str | None] | None = imagenet_classes(concept)
+            if wanted is None:
                 raise ErasekitError(
-                    f"no ImageNet classes for '{concept}': use one of {', '.join(table)} (or pass classes=[...])"
+                    f"no ImageNet classes for '{concept}': use one of {', '.join(imagenet_concepts())} "
+                    "(or pass classes=[...])"
                 )
-            wanted: dict[int, str | None] = dict(table[key])
         else:
             wanted = {int(i): None for i in classes}
         if not wanted:
@@ -241,7 +248,9 @@ class ImageNetClassDetector:
         self.device = torch.device(device or "cpu")
         self.model = _load(AutoModelForImageClassification.from_pretrained, model, "image classifier")
         self.model.to(self.device).eval()
-        self.transform = ImageTransform.from_processor(_load(AutoImageProcessor.from_pretrained, model, "image processor"))
+        self.transform = ImageTransform.from_processor(
+            _load(AutoImageProcessor.from_pretrained, model, "image processor")
+        )
         self.classes, self.checked = self._check_labels(wanted)
         self._index = torch.tensor(sorted(self.classes))
 

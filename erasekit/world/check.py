@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import torch
 from diffusers import StableDiffusionPipeline
+from pydantic import BaseModel, ConfigDict, Field
 
 from erasekit.generation import generate
 from erasekit.world.evaluators import ShapeClassifier
 from erasekit.world.prompt_sets import world_set
 from erasekit.world.train import world_batch
+
+
+class CheckConfig(BaseModel):
+    """Options of `erasekit world check`: generated images, sampler steps, guidance and seed."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n: int = Field(200, ge=1)
+    sample_steps: int = Field(25, ge=1)
+    guidance: float = 5.0
+    seed: int = 0
 
 
 @torch.no_grad()
