@@ -144,7 +144,7 @@ def build_slots(
             if mode == "replace_k":
                 row, pos = _slot_row(tokenizer, body[:at], k, body[at + len(target) :], p)
             else:  # add: the concept's own tokens are the slots
-                row, pos = _slot_row(tokenizer, body[:at], 0, body[at:], p)
+                row, _ = _slot_row(tokenizer, body, 0, [], p)
                 pos = list(range(at + 1, at + 1 + len(target)))
         rows.append(row)
         positions.append(pos)

@@ -6,14 +6,20 @@ import json
 
 import pytest
 import torch
+from diffusers import PNDMScheduler
 from typer.testing import CliRunner
+
+from erasekit.cli import _register_commands, app
 
 from erasekit import load_pipeline
 from erasekit.checkpoint import save_checkpoint
-from erasekit.diffusion import ModelPair, TrajectoryBank, UnetCounter, ddim_partial
+from erasekit.diffusion import ModelPair, TrajectoryBank, UnetCounter, ddim_partial, ddim_timesteps
+from erasekit.domains import domain_for, method_config
+from erasekit.domains.shapes import concept_prompts
 from erasekit.errors import ErasekitError
 from erasekit.methods.esd import EsdConfig, EsdTrainer, erase
 from erasekit.text import encode, token_ids
+from erasekit.world.render import BACKGROUND_NAMES, COLOUR_NAMES
 
 TINY = dict(concepts=["circle"], steps=4, ddim_steps=4, lr=1e-3, checkpoint_every=2, cache_size=4)
 
@@ -78,8 +84,6 @@ def test_esd_pushes_concept_eps_toward_the_target(tmp_path):
 
 def test_retain_term_rides_in_the_same_unet_call_and_is_off_by_default(tmp_path):
     """gamma > 0 adds eq. 6's retain rows to the one call per model (cached: 2 calls a step either way)."""
-    from erasekit.methods import default_prompts
-
     retain = ["a red square", "a blue star", "a green cross"]
     runs = {}
     for gamma in (0.0, 1.0):
@@ -88,8 +92,9 @@ def test_retain_term_rides_in_the_same_unet_call_and_is_off_by_default(tmp_path)
     assert runs[0.0]["unet_calls_per_step"] == runs[1.0]["unet_calls_per_step"] == 2
     assert runs[1.0]["unet_rows_per_step"] == runs[0.0]["unet_rows_per_step"] + 2 * 3  # (2 retain + "") x 2 models
     assert "last_retain" in runs[1.0] and "last_retain" not in runs[0.0]
-    paper = default_prompts(EsdConfig(concepts=["circle"], gamma=0.0), "shapes")
-    assert paper.retain_prompts == [] and default_prompts(EsdConfig(concepts=["circle"]), "shapes").gamma == 10.0
+    shapes = domain_for("shapes")
+    paper, _ = method_config(shapes, "esd", ["circle"], flags={"gamma": 0.0})
+    assert paper.retain_prompts == [] and method_config(shapes, "esd", ["circle"])[0].gamma == 10.0
     with pytest.raises(ErasekitError, match="empty"):
         EsdTrainer(load_pipeline("shapes"), EsdConfig(**TINY, gamma=1.0))
 
@@ -126,11 +131,10 @@ def test_anchor_replaces_the_concept_word_in_eq2_reference(tmp_path):
 def test_anchored_shapes_runs_also_train_on_world_prompts():
     """Without an anchor the shapes world trains on the bare concept; with one, prompts naming colours and
     backgrounds join (the anchor keeps those words in eq. 2's reference)."""
-    from erasekit.methods import default_prompts
-    from erasekit.world.render import BACKGROUND_NAMES, COLOUR_NAMES
-
-    bare = default_prompts(EsdConfig(concepts=["circle"]), "shapes").prompts
-    anchored = default_prompts(EsdConfig(concepts=["circle"], anchor=""), "shapes").prompts
+    bare, anchored = concept_prompts(["circle"]), concept_prompts(["circle"], anchored=True)
+    shapes = domain_for("shapes")
+    assert method_config(shapes, "esd", ["circle"])[0].prompts == bare  # the domain fills them in
+    assert method_config(shapes, "esd", ["circle"], flags={"anchor": ""})[0].prompts == anchored
     assert all("circle" in p for p in bare + anchored) and set(bare) < set(anchored)
     words = {w for p in anchored for w in p.replace(",", "").split()}
     assert not set(COLOUR_NAMES) & {w for p in bare for w in p.split()}
@@ -180,8 +184,6 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
 
 
 def test_cli_erase_and_its_errors(tmp_path):
-    from erasekit.cli import _register_commands, app
-
     _register_commands()
     runner = CliRunner()
     out = tmp_path / "run"
@@ -190,6 +192,14 @@ def test_cli_erase_and_its_errors(tmp_path):
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index('{"') :])
     assert summary["steps"] == 2 and (out / "unet" / "config.json").is_file()
+    assert summary["recipe"] == "shapes/esd"  # the domain's recipe for the method
+    info = json.loads((out / "erasekit.json").read_text())
+    assert info["config_sha256"] == summary["config_sha256"] and info["config"]["gamma"] == 10.0
+    assert (info["config"]["cache_size"], info["config"]["ddim_steps"]) == (2, 3)  # --set reached the trainer
+    paper = tmp_path / "paper"
+    res = runner.invoke(app, [*args[:6], str(paper), *args[7:], "--recipe", "shapes/esd-paper", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((paper / "erasekit.json").read_text())["config"]["gamma"] == 0.0
     for bad, msg in (
         (["--concept", "dgo"], "not a shapes-world concept"),
         (["--concept", "circle", "--set", "nope=1"], "unknown option"),
@@ -202,9 +212,27 @@ def test_cli_erase_and_its_errors(tmp_path):
 
 def test_x_t_always_uses_ddim_timesteps():
     """SD hub pipelines ship PNDM; the x_t schedule is DDIM's whatever the pipeline's scheduler is."""
-    from diffusers import PNDMScheduler
-
-    from erasekit.diffusion import ddim_timesteps
-
     pndm = PNDMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, steps_offset=1)
     assert ddim_timesteps(5, pndm).tolist() == [801, 601, 401, 201, 1]
+
+
+def test_bf16_runs_the_frozen_parts_in_bf16_and_keeps_the_trained_part_fp32(tmp_path):
+    pipe = load_pipeline("shapes")
+    before = {n: p.detach().clone() for n, p in pipe.unet.named_parameters() if "attn2" in n}
+    trainer = EsdTrainer(pipe, EsdConfig(**{**TINY, "steps": 2}, xt_mode="cached"), dtype=torch.bfloat16)
+    summary = trainer.run(tmp_path, progress=False)
+    assert trainer.pair.unet_o.dtype == trainer.pair.text_encoder.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in trainer.params)  # Adam on bf16 weights would lose small updates
+    assert any(not torch.equal(p, before[n]) for n, p in pipe.unet.named_parameters() if n in before)
+    assert summary["last_loss"] == summary["last_loss"]  # not NaN
+
+
+def test_gradient_checkpointing_changes_memory_not_the_result(tmp_path):
+    weights = {}
+    for flag in (False, True):
+        pipe = load_pipeline("shapes")
+        erase(pipe, EsdConfig(**{**TINY, "steps": 2}, gradient_checkpointing=flag), tmp_path / str(flag), False)
+        assert pipe.unet.is_gradient_checkpointing == flag
+        weights[flag] = {n: p.detach() for n, p in pipe.unet.named_parameters() if "attn2" in n}
+    for n, w in weights[False].items():
+        torch.testing.assert_close(weights[True][n], w, rtol=1e-5, atol=1e-6)

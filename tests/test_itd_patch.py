@@ -187,7 +187,9 @@ def test_erase_end_to_end_two_concepts(tmp_path, shapes_pipe):
     patch = ItdPatch.load(tmp_path)
     assert patch.thresholds == summary["gate"]["thresholds"] and set(patch.thresholds) == {"circle", "red"}
     assert patch.layer == 1
-    reused = shapes_erase(shapes_pipe, cfg.model_copy(update={"sae_path": str(tmp_path), "gate": False}), tmp_path / "again")
+    reused = shapes_erase(
+        shapes_pipe, cfg.model_copy(update={"sae_path": str(tmp_path), "gate": False}), tmp_path / "again"
+    )
     assert reused["features"] == summary["features"] and ItdPatch.load(tmp_path / "again").thresholds is None
     small = dict(concepts=["circle"], sae_path=str(tmp_path), gate=False, select_prompts=4, k_sel=4)
     assert shapes_erase(shapes_pipe, ItdConfig(**small), tmp_path / "adopt")["layer"] == 1  # the SAE's layer

@@ -269,7 +269,7 @@ def _prepare_optimised(kind, pipe, pair, config, concept, detector, vocabulary, 
     return attack, extra
 
 
-def _prepare_inversion(pipe, config, concept, concept_images, progress) -> tuple[Callable, dict]:
+def _prepare_inversion(pipe, config, concept, concept_images, bar: Progress) -> tuple[Callable, dict]:
     """Inversion: learn the embeddings once (CCE), then put them in every prompt."""
     if concept_images is None:
         raise ErasekitError(
@@ -277,7 +277,7 @@ def _prepare_inversion(pipe, config, concept, concept_images, progress) -> tuple
         )
     opts = config.inversion
     x0 = inversion.concept_latents(pipe, concept_images)
-    emb, losses = inversion.learn(pipe, x0, opts, config.seed, progress)
+    emb, losses = inversion.learn(pipe, x0, opts, config.seed, bar)
     tail = max(1, opts.steps // 10)  # one step's loss on batch_size random draws is noisy: report a mean
     final = losses[-tail:].mean().item()
 
@@ -379,7 +379,7 @@ def run_attack(
             "sampler": sampler_card(pipe, config.sampling, replaced), "seed": config.seed,
         }  # fmt: skip
         if kind == "inversion":
-            attack, extra = _prepare_inversion(pipe, config, concept, concept_images, progress)
+            attack, extra = _prepare_inversion(pipe, config, concept, concept_images, bar)
         elif kind == "ring-a-bell":
             attack, extra = _prepare_ring_a_bell(pipe, pair, prompts, config, concept, vocabulary, g)
         else:

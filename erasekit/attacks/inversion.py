@@ -94,12 +94,13 @@ def initial_embeddings(
 
 
 def learn(
-    pipe: StableDiffusionPipeline, x0: torch.Tensor, config: InversionConfig, seed: int, progress: bool = False
+    pipe: StableDiffusionPipeline, x0: torch.Tensor, config: InversionConfig, seed: int, bar: Progress | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(learned embeddings (k, D) float32 on CPU, training loss per step (steps,)) from concept latents x0 (N, C, h, w).
 
     Each step draws `batch_size` (image, caption template, t ~ U[0, T), eps) with a generator seeded by `seed`;
-    Adam updates the embeddings only (the model's own .grad is left alone).
+    Adam updates the embeddings only (the model's own .grad is left alone). `bar`: a live progress display to add
+    a task to.
     """
     g = torch.Generator().manual_seed(seed)
     captions = template_slots(pipe.tokenizer, config.templates, config.k)
@@ -107,19 +108,19 @@ def learn(
     adam = torch.optim.Adam([emb], lr=config.lr)
     n_train = pipe.scheduler.config.num_train_timesteps
     losses = torch.zeros(config.steps)
-    with Progress(disable=not progress, transient=True) as bar:
-        task = bar.add_task("concept inversion", total=config.steps)
-        for step in range(config.steps):
-            b = config.batch_size
-            img = torch.randint(len(x0), (b,), generator=g)
-            cap = torch.randint(len(config.templates), (b,), generator=g)
-            t = torch.randint(n_train, (b,), generator=g)
-            noise = torch.randn(b, *x0.shape[1:], generator=g)
-            slots = Slots(captions.ids[cap], captions.positions[cap], captions.mode)
-            loss = diffusion_loss(pipe, slots, emb, x0[img], t, noise).mean()
-            (emb.grad,) = torch.autograd.grad(loss, emb)
-            adam.step()
-            losses[step] = loss.item()
+    task = bar.add_task("concept inversion", total=config.steps) if bar is not None else None
+    for step in range(config.steps):
+        b = config.batch_size
+        img = torch.randint(len(x0), (b,), generator=g)
+        cap = torch.randint(len(config.templates), (b,), generator=g)
+        t = torch.randint(n_train, (b,), generator=g)
+        noise = torch.randn(b, *x0.shape[1:], generator=g)
+        slots = Slots(captions.ids[cap], captions.positions[cap], captions.mode)
+        loss = diffusion_loss(pipe, slots, emb, x0[img], t, noise).mean()
+        (emb.grad,) = torch.autograd.grad(loss, emb)
+        adam.step()
+        losses[step] = loss.item()
+        if task is not None:
             bar.update(task, advance=1)
     return emb.detach().cpu(), losses
 

@@ -6,7 +6,7 @@ gradient of the softmax), so the loss that is minimised (eq. 4) is the loss of r
 readable prompt that works in any ordinary pipeline.
 
 Search space (`search_space`): the caller's word list (a domain's choice), kept where a word is one token of this
-tokenizer; or, by default, UnlearnDiffAtk's: every whole-word token of ASCII letters in the vocabulary (about
+tokenizer; or, by default, UnlearnDiffAtk's: every whole-word token of lower-case ASCII letters in the vocabulary (about
 33,000 on CLIP's), so the prompt reads (and re-tokenizes) as words. Special tokens and the concept's own tokens are never
 allowed.
 """
@@ -44,7 +44,9 @@ def search_space(tokenizer: CLIPTokenizer, vocabulary: list[str] | None, exclude
         banned |= set(tokenizer(text, add_special_tokens=False).input_ids)
     if vocabulary is None:
         words = ((t[:-4], i) for t, i in tokenizer.get_vocab().items() if t.endswith("</w>"))
-        ids = {i for w, i in words if w.isascii() and w.isalpha()}  # byte-level pieces of other scripts: not words
+        # ASCII letters only: byte-level pieces of other scripts are no words; lower case: CLIP lowercases every
+        # prompt, so an upper-case token would be read back as another one
+        ids = {i for w, i in words if w.isascii() and w.isalpha() and w.islower()}
     else:
         pieces = (tokenizer(w, add_special_tokens=False).input_ids for w in vocabulary)
         ids = {t[0] for t in pieces if len(t) == 1}
