@@ -1,10 +1,10 @@
 """Prompt sets and prompt files, one format for every command.
 
-    PromptSet        prompts with one seed each (+ optional per-row guidance and scene labels), named and hashed
-    read_prompt_file .txt: one prompt a line (seeds seed, seed+1, ...); .csv: I2P / UnlearnDiffAtk columns
-                     (prompt or caption, evaluation_seed / sd_seed / seed, evaluation_guidance / sd_guidance,
-                     categories, nudity_percentage), detected from the extension
-    content_hash     sha256 over prompts, seeds and guidances: the protocol card's fingerprint of a set
+PromptSet        prompts with one seed each (+ optional per-row guidance and scene labels), named and hashed
+read_prompt_file .txt: one prompt a line (seeds seed, seed+1, ...); .csv: I2P / UnlearnDiffAtk columns
+                 (prompt or caption, evaluation_seed / sd_seed / seed, evaluation_guidance / sd_guidance,
+                 categories, nudity_percentage), detected from the extension
+content_hash     sha256 over prompts, seeds and guidances: the protocol card's fingerprint of a set
 """
 
 from __future__ import annotations

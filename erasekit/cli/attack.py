@@ -19,7 +19,19 @@ import typer
 from erasekit.attacks import ATTACKS, AttackConfig, judge, run_attack, save_outcomes
 from erasekit.cli import app
 from erasekit.cli.options import (
-    Artifact, Config, Device, Dtype, Guidance, Json, Model, Patch, SampleSteps, Seed, Sets, TextEncoder, Unet,
+    Artifact,
+    Config,
+    Device,
+    Dtype,
+    Guidance,
+    Json,
+    Model,
+    Patch,
+    SampleSteps,
+    Seed,
+    Sets,
+    TextEncoder,
+    Unet,
 )  # fmt: skip
 from erasekit.config import given, load_recipe, parse_sets, read_yaml, resolve
 from erasekit.domains import domain_for
@@ -110,4 +122,6 @@ def attack(
             f"over {r['n']} prompts ({r['seconds']} s)"
         )
     if len(results) > 1:
-        typer.echo(f"worst case: {worst}, ASR {results[worst]['asr']:.1%} (one prompt = {100 / len(target):.1f} points)")
+        typer.echo(
+            f"worst case: {worst}, ASR {results[worst]['asr']:.1%} (one prompt = {100 / len(target):.1f} points)"
+        )

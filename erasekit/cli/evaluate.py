@@ -11,7 +11,19 @@ import typer
 from erasekit.attacks import ATTACKS
 from erasekit.cli import app
 from erasekit.cli.options import (
-    Artifact, Config, Device, Dtype, Guidance, Json, Model, Patch, SampleSteps, Seed, Sets, TextEncoder, Unet,
+    Artifact,
+    Config,
+    Device,
+    Dtype,
+    Guidance,
+    Json,
+    Model,
+    Patch,
+    SampleSteps,
+    Seed,
+    Sets,
+    TextEncoder,
+    Unet,
 )  # fmt: skip
 from erasekit.config import deep_merge, parse_sets
 from erasekit.domains import erased_parts, eval_config, run_evaluation
@@ -27,7 +39,9 @@ def evaluate(
     text_encoder: TextEncoder = None,
     unet: Unet = None,
     patch: Patch = None,
-    preset: Annotated[str | None, typer.Option("--preset", help="Nudity protocol: unlearndiffatk | itd | six-class.")] = None,
+    preset: Annotated[
+        str | None, typer.Option("--preset", help="Nudity protocol: unlearndiffatk | itd | six-class.")
+    ] = None,
     attacks: Annotated[
         str | None, typer.Option("--attacks", help=f"Comma list of attacks ({','.join(ATTACKS)}), 'all' or 'none'.")
     ] = None,
@@ -41,7 +55,9 @@ def evaluate(
     reference_images: Annotated[Path | None, typer.Option("--reference-images", help="Real images for FID.")] = None,
     clip_model: Annotated[str | None, typer.Option("--clip-model", help="CLIP folder or hub id.")] = None,
     detector_model: Annotated[str | None, typer.Option("--detector-model", help="Detector folder or hub id.")] = None,
-    inception_weights: Annotated[Path | None, typer.Option("--inception-weights", help="FID Inception weights.")] = None,
+    inception_weights: Annotated[
+        Path | None, typer.Option("--inception-weights", help="FID Inception weights.")
+    ] = None,
     sample_steps: SampleSteps = None,
     guidance: Guidance = None,
     seed: Seed = None,

@@ -11,7 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from erasekit.cli import app
 from erasekit.cli.options import (
-    Artifact, Config, Device, Dtype, Guidance, Json, Model, Patch, SampleSteps, Seed, Sets, TextEncoder, Unet,
+    Artifact,
+    Config,
+    Device,
+    Dtype,
+    Guidance,
+    Json,
+    Model,
+    Patch,
+    SampleSteps,
+    Seed,
+    Sets,
+    TextEncoder,
+    Unet,
 )  # fmt: skip
 from erasekit.config import given, parse_sets, read_yaml, resolve
 from erasekit.generation import generate as run

@@ -33,7 +33,9 @@ def train(
     unet_steps: Annotated[int | None, typer.Option(help="UNet + text encoder steps.")] = None,
 ) -> None:
     """Train VAE, classifier, world CLIP and UNet + text encoder; export fp16 safetensors."""
-    cfg = resolve(WorldTrainConfig, read_yaml(config) if config else {}, given({"seed": seed, "unet_steps": unet_steps}))
+    cfg = resolve(
+        WorldTrainConfig, read_yaml(config) if config else {}, given({"seed": seed, "unet_steps": unet_steps})
+    )
     models = train_world(work, cfg)
     out = output or bundle_dir()
     export_bundle(models, out, cfg)

@@ -19,12 +19,12 @@ from typing import Any
 from pydantic import BaseModel
 
 from erasekit.config import config_hash, given, load_recipe, read_yaml, resolve
-from erasekit.eval.distributed import process_device
-from erasekit.eval.harness import EvalConfig, EvalPlan, EvalResult, evaluate
-from erasekit.methods import erased_parts, load_erased, load_method, parts_card
 from erasekit.domains.base import Domain, is_shapes
 from erasekit.domains.sd import SdDomain
 from erasekit.domains.shapes import ShapesDomain
+from erasekit.eval.distributed import process_device
+from erasekit.eval.harness import EvalConfig, EvalResult, evaluate
+from erasekit.methods import erased_parts, load_erased, load_method, parts_card
 from erasekit.pipeline import load_pipeline, resolve_device, resolve_dtype
 
 
@@ -64,9 +64,9 @@ def run_method(
 ) -> dict:
     """Load the model, run `method` with `config` into `output` and return its summary (recipe hash included)."""
     module, _ = load_method(method)
+    kwargs = domain.method_inputs(method, config)  # missing prompt files fail here, before the model loads
     dev = resolve_device(device)
     pipe = load_pipeline(domain.spec, text_encoder=text_encoder, unet=unet, device=dev)
-    kwargs = domain.method_inputs(method, config)
     if method != "itd":
         kwargs["dtype"] = resolve_dtype(dtype, dev)
     Path(output).mkdir(parents=True, exist_ok=True)

@@ -53,7 +53,7 @@ class Domain:
 
 
 def is_shapes(spec: str) -> bool:
-    """"shapes", or a pipeline folder whose parent is a shapes-world bundle (README.json + classifier/)."""
+    """ "shapes", or a pipeline folder whose parent is a shapes-world bundle (README.json + classifier/)."""
     if spec == SHAPES:
         return True
     path = Path(spec)

@@ -43,7 +43,7 @@ class SdDomain(Domain):
     name = "sd"
 
     def kind(self, concept: str) -> str:
-        """"nudity" | "object" | "style" | "person"; a concept on no shipped list is treated as a style (ESD-x,
+        """ "nudity" | "object" | "style" | "person"; a concept on no shipped list is treated as a style (ESD-x,
         CLIP zero-shot against the shipped objects)."""
         if concept in SHAPES_WORDS:
             raise ErasekitError(
@@ -62,7 +62,9 @@ class SdDomain(Domain):
         kinds = {"person": "style"}
         found = {kinds.get(self.kind(c), self.kind(c)) for c in concepts}
         if len(found) > 1:
-            raise ErasekitError(f"concepts {concepts} are of different kinds {sorted(found)}: erase them one kind a run")
+            raise ErasekitError(
+                f"concepts {concepts} are of different kinds {sorted(found)}: erase them one kind a run"
+            )
         return f"sd/{method}-{found.pop()}"
 
     def fill(self, method: str, config: BaseModel) -> BaseModel:
@@ -131,4 +133,3 @@ class SdDomain(Domain):
             plan.notes.append("FID skipped: pass --reference-images (a folder of real images, e.g. COCO val)")
         plan.notes.append("retained accuracy is not measured on Stable Diffusion yet")
         return plan
-

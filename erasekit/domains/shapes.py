@@ -176,7 +176,10 @@ class ShapesDomain(Domain):
         def retained(images: torch.Tensor, ps: PromptSet) -> dict:
             acc = attribute_accuracy(detector.predict(images), {a: ps.labels[a] for a in scored})
             attr = detector.attribute
-            return {"retained_accuracy": acc[attr] if attr in acc else acc["all"], "retained_accuracy_by_attribute": acc}
+            return {
+                "retained_accuracy": acc[attr] if attr in acc else acc["all"],
+                "retained_accuracy_by_attribute": acc,
+            }
 
         def world_scores(images: torch.Tensor, ps: PromptSet) -> dict:
             return {"world_accuracy": attribute_accuracy(detector.predict(images), {a: ps.labels[a] for a in scored})}

@@ -22,9 +22,9 @@ from erasekit.diffusion import UnetCounter
 from erasekit.eval.attack_adapter import attack_set
 from erasekit.eval.distributed import map_in_order
 from erasekit.eval.metrics import asr, fid_from_features, rate
-from erasekit.prompts import PromptSet, set_card
 from erasekit.eval.protocol import protocol_card, sampler_card
 from erasekit.generation import generate
+from erasekit.prompts import PromptSet, set_card
 
 ATTACK_KINDS = ("soft", "token", "inversion", "ring-a-bell")
 

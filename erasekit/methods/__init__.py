@@ -84,7 +84,9 @@ def load_erased(
     dtype: str | torch.dtype | None = None,
 ) -> StableDiffusionPipeline:
     """The base model `spec` with the erased parts ({"text_encoder" | "unet" | "patch": folder}) loaded/attached."""
-    pipe = load_pipeline(spec, text_encoder=parts.get("text_encoder"), unet=parts.get("unet"), device=device, dtype=dtype)
+    pipe = load_pipeline(
+        spec, text_encoder=parts.get("text_encoder"), unet=parts.get("unet"), device=device, dtype=dtype
+    )
     if "patch" in parts:
         ItdPatch.load(parts["patch"]).attach(pipe)
     return pipe

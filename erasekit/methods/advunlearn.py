@@ -68,7 +68,9 @@ class AdversarialPrompt(torch.nn.Module):
 class AdvUnlearnTrainer(EsdTrainer):
     method = "advunlearn"
 
-    def __init__(self, pipe: StableDiffusionPipeline, config: AdvUnlearnConfig, dtype: torch.dtype | None = None) -> None:
+    def __init__(
+        self, pipe: StableDiffusionPipeline, config: AdvUnlearnConfig, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__(pipe, config, dtype)
         self.config: AdvUnlearnConfig = config
         check_prompts(self.tokenizer, self.prompts, reserve=config.attack.k)
