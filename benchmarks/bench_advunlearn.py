@@ -15,7 +15,7 @@ import tempfile
 from bench_esd_xt import print_table
 
 from erasekit import load_pipeline
-from erasekit.methods import shapes_retain_prompts
+from erasekit.domains.shapes import retain_prompts
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
 
 
@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--attack-steps", type=int, default=30)
     ap.add_argument("--attack-every", type=int, default=1)
     args = ap.parse_args()
-    retain = shapes_retain_prompts(["circle"])
+    retain = retain_prompts(["circle"])
     runs = {}
     for schedule in ("faithful", "cheap"):
         cfg = AdvUnlearnConfig(

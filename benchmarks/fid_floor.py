@@ -28,7 +28,10 @@ from __future__ import annotations
 import argparse
 import re
 
-from erasekit.eval.harness import EvalConfig, _feature_model, _reference_images
+import torch
+
+from erasekit.domains.shapes import ShapesDomain
+from erasekit.eval.harness import EvalConfig
 from erasekit.eval.metrics import fid_from_features
 from erasekit.generation import generate
 from erasekit.pipeline import load_pipeline
@@ -48,13 +51,14 @@ def main() -> None:
     for seed in args.seeds:
         cfg = EvalConfig(model="shapes", concept=args.concept, seed=seed, n_world=args.n)
         ps = world_set(args.n, seed=seed)
-        _, feats = _feature_model(cfg)
-        ref = feats.image_features(_reference_images(cfg, args.n, pipe.unet.config.sample_size * pipe.vae_scale_factor))
+        plan = ShapesDomain("shapes").eval_plan(cfg, pipe, torch.device("cpu"))
+        feats = plan.features
+        ref = feats.image_features(plan.reference)
         variants = {f"{args.concept} (original)": [args.concept], "the others in turn": others}
         variants.update({f"{args.concept} -> {o}": [o] for o in others})
         for name, words in variants.items():
             prompts = [word.sub(words[i % len(words)], p) for i, p in enumerate(ps.prompts)]
-            images = generate(pipe, prompts, ps.seeds, steps=cfg.steps, guidance=cfg.guidance)
+            images = generate(pipe, prompts, ps.seeds, steps=cfg.sample_steps, guidance=cfg.guidance)
             rows.setdefault(name, []).append(fid_from_features(ref, feats.image_features(images)))
     print(f"| {args.concept} prompts draw | " + " | ".join(f"FID seed {s}" for s in args.seeds) + " |")
     print("|---|" + "---|" * len(args.seeds))

@@ -17,8 +17,8 @@ import json
 import time
 
 from erasekit import load_pipeline
-from erasekit.attacks import AttackConfig, run_attack, success_check
-from erasekit.world.prompt_sets import target_set
+from erasekit.attacks import AttackConfig, judge, run_attack
+from erasekit.domains.shapes import ShapesDomain
 
 
 def main() -> None:
@@ -32,10 +32,14 @@ def main() -> None:
     args = ap.parse_args()
     pipe = load_pipeline("shapes", unet=args.unet, text_encoder=args.text_encoder)
     original = {"text_encoder": load_pipeline("shapes").text_encoder}  # theta_o = (bundled encoder, this UNet)
-    ps = target_set(args.concept, args.n, split="heldout", seed=args.seed)
+    plan = ShapesDomain("shapes").attack_plan(args.concept, args.n, args.seed, None, pipe)
+    ps = plan.sets["target"]
     t0 = time.perf_counter()
-    outcomes = run_attack(pipe, original, ps.prompts, ps.seeds, args.attack, AttackConfig(seed=args.seed), args.concept)
-    result = success_check(outcomes, args.concept)
+    outcomes = run_attack(
+        pipe, original, ps.prompts, ps.seeds, args.attack, AttackConfig(seed=args.seed), args.concept,
+        detector=plan.detector, vocabulary=plan.vocabulary,
+    )  # fmt: skip
+    result = judge(outcomes, plan.detector)
     result.pop("pre"), result.pop("post")
     summary = {"attack": args.attack, "unet": args.unet, "text_encoder": args.text_encoder, **result}
     print(json.dumps({**summary, "seconds": round(time.perf_counter() - t0, 1)}))

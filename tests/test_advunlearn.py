@@ -7,9 +7,14 @@ import json
 import pytest
 import torch
 
+from pydantic import ValidationError
+
 from erasekit import load_pipeline
+from erasekit.config import load_recipe
+from erasekit.domains import domain_for, method_config
+from erasekit.domains import sd as sd_domain
+from erasekit.domains import shapes as shapes_domain
 from erasekit.errors import ErasekitError
-from erasekit.methods import default_prompts, sd_retain_prompts, shapes_retain_prompts
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer, erase
 
 RETAIN = ["a red square", "a blue triangle on a white background", "a green cross", "a star", "a yellow square"]
@@ -38,7 +43,9 @@ def test_cheap_schedule_costs_fewer_unet_calls_and_counts_them(tmp_path):
     # cheap: 2 warm-up iterations of 1 call, 2 attack iterations of 1 target + 3 attack + 1 outer calls
     assert cheap["unet_calls_per_step"] == pytest.approx((1 + 1 + 5 + 5) / 4)
     assert faithful["unet_calls_per_step"] > cheap["unet_calls_per_step"]
-    assert cheap["xt_mode"] == "cached" and faithful["xt_mode"] == "ddim"
+    assert cheap["xt_mode"] == "cached" and faithful["xt_mode"] == "ddim"  # the schedule decides where x_t comes from
+    with pytest.raises(ValidationError, match="xt_mode"):  # no second knob that could disagree with it
+        _config(xt_mode="ddim")
     info = json.loads((tmp_path / "cheap" / "erasekit.json").read_text())
     assert info["method"] == "advunlearn" and info["component"] == "text_encoder"
 
@@ -77,14 +84,17 @@ def test_killed_run_resumes_to_the_same_weights_and_c_star(tmp_path, run_killed)
 
 
 def test_default_retain_sets_and_errors():
-    cfg = default_prompts(AdvUnlearnConfig(concepts=["circle"]), "shapes")
+    cfg, _ = method_config(domain_for("shapes"), "advunlearn", ["circle"])
+    assert cfg.retain_prompts == shapes_domain.retain_prompts(["circle"])  # filled in by the shapes domain
     assert len(cfg.retain_prompts) >= 100 and not any("circle" in p for p in cfg.retain_prompts)
     assert any("red" in p for p in cfg.retain_prompts)
-    sd = sd_retain_prompts()
+    sd = sd_domain.retain_prompts()
     assert len(sd) >= 250 and all(p.startswith("a photo of") for p in sd)
     banned = {"body", "naked", "nude", "shirt", "dress", "woman", "man", "skin", "underwear"}
     assert not any(banned & set(p.split()) for p in sd)
-    assert shapes_retain_prompts(["red"]) and not any(" red " in f" {p} " for p in shapes_retain_prompts(["red"]))
+    assert method_config(domain_for("CompVis/stable-diffusion-v1-4"), "advunlearn", ["nudity"])[0].retain_prompts == sd
+    red = shapes_domain.retain_prompts(["red"])
+    assert red and not any(" red " in f" {p} " for p in red)
     with pytest.raises(ErasekitError, match="empty"):
         AdvUnlearnTrainer(load_pipeline("shapes"), _config(retain_prompts=[]))
 
@@ -101,34 +111,18 @@ def test_published_layout_encoder_loads_plug_and_play(tmp_path):
     assert torch.equal(explicit.text_encoder.final_layer_norm.bias, pipe.text_encoder.final_layer_norm.bias)
 
 
-def test_cli_option_layers_merge_nested_keys(tmp_path):
-    from erasekit.cli.erase import merge_options, parse_sets
-
-    yaml_file = tmp_path / "cfg.yaml"
-    yaml_file.write_text("gamma: 0.3\nattack:\n  lr: 0.01\n  k: 3\n")
-    cfg = merge_options(
-        AdvUnlearnConfig,
-        yaml_file,
-        parse_sets(["attack.k=2", "warmup=5"]),
-        {"concepts": ["circle"], "attack": {"steps": 7}},
-    )
-    assert (cfg.gamma, cfg.warmup) == (0.3, 5)
-    assert (cfg.attack.k, cfg.attack.lr, cfg.attack.steps, cfg.attack.optimizer) == (2, 0.01, 7, "signed_adam")
-    with pytest.raises(ErasekitError, match="key=value"):
-        parse_sets(["gamma"])
-
-
 def test_shapes_recipe_fills_only_the_options_left_unset():
-    shapes = AdvUnlearnConfig.SHAPES_DEFAULTS
-    cfg = default_prompts(AdvUnlearnConfig(concepts=["circle"], gamma=0.0, attack={"steps": 7}), "shapes")
-    assert (cfg.gamma, cfg.attack.steps) == (0.0, 7)  # what the user set wins, nested keys included
-    assert (cfg.lr, cfg.steps, cfg.attack.k) == (shapes["lr"], shapes["steps"], shapes["attack"]["k"])
-    assert default_prompts(cfg, "shapes") == cfg  # applying it twice changes nothing (resume compares configs)
-    sd = default_prompts(AdvUnlearnConfig(concepts=["circle"]), "CompVis/stable-diffusion-v1-4")
-    assert (sd.lr, sd.steps, sd.attack.k) == (1e-5, 1000, 1)  # the authors' SD defaults stay
+    shapes = domain_for("shapes")
+    recipe = load_recipe("shapes/advunlearn")
+    cfg, name = method_config(shapes, "advunlearn", ["circle"], sets={"attack": {"steps": 7}}, flags={"gamma": 0.0})
+    assert name == "shapes/advunlearn" and (cfg.gamma, cfg.attack.steps) == (0.0, 7)  # what the user set wins
+    assert (cfg.lr, cfg.steps, cfg.attack.k) == (recipe["lr"], recipe["steps"], recipe["attack"]["k"])
+    assert shapes.fill("advunlearn", cfg) == cfg  # applying it twice changes nothing (resume compares configs)
+    sd, _ = method_config(domain_for("CompVis/stable-diffusion-v1-4"), "advunlearn", ["church"])
+    assert (sd.lr, sd.steps, sd.attack.k) == (1e-5, 1000, 1)  # the authors' SD defaults
     assert cfg.anchor == ["square"] and sd.anchor is None  # eq. 2's reference: the nearest shape, shapes world only
-    assert default_prompts(AdvUnlearnConfig(concepts=["red"]), "shapes").anchor == ["orange"]
-    paper = default_prompts(AdvUnlearnConfig(concepts=["circle"], anchor=None), "shapes")
+    assert method_config(shapes, "advunlearn", ["red"])[0].anchor == ["orange"]
+    paper, _ = method_config(shapes, "advunlearn", ["circle"], sets={"anchor": None})
     assert paper.anchor is None and set(paper.prompts) < set(cfg.prompts)  # an explicit None wins
 
 

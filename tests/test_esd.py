@@ -187,8 +187,8 @@ def test_cli_erase_and_its_errors(tmp_path):
     _register_commands()
     runner = CliRunner()
     out = tmp_path / "run"
-    args = ["erase", "--method", "esd", "--concept", "circle", "-o", str(out), "--steps", "2", "--xt-mode", "cached"]
-    res = runner.invoke(app, [*args, "--set", "cache_size=2", "--set", "ddim_steps=3", "--json"])
+    tiny = ["--steps", "2", "--xt-mode", "cached", "--set", "cache_size=2", "--set", "ddim_steps=3", "--json"]
+    res = runner.invoke(app, ["erase", "--method", "esd", "--concept", "circle", "-o", str(out), *tiny])
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output[res.output.index('{"') :])
     assert summary["steps"] == 2 and (out / "unet" / "config.json").is_file()
@@ -197,7 +197,7 @@ def test_cli_erase_and_its_errors(tmp_path):
     assert info["config_sha256"] == summary["config_sha256"] and info["config"]["gamma"] == 10.0
     assert (info["config"]["cache_size"], info["config"]["ddim_steps"]) == (2, 3)  # --set reached the trainer
     paper = tmp_path / "paper"
-    res = runner.invoke(app, [*args[:6], str(paper), *args[7:], "--recipe", "shapes/esd-paper", "--json"])
+    res = runner.invoke(app, ["erase", "--method", "esd", "--concept", "circle", "-o", str(paper), *tiny, "--recipe", "shapes/esd-paper"])
     assert res.exit_code == 0, res.output
     assert json.loads((paper / "erasekit.json").read_text())["config"]["gamma"] == 0.0
     for bad, msg in (

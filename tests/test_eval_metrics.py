@@ -7,10 +7,15 @@ import pytest
 import torch
 from scipy import linalg
 
+from erasekit.domains import domain_for
+from erasekit.domains.shapes import WorldConceptDetector
 from erasekit.errors import ErasekitError
-from erasekit.eval import DetectorError, asr, attribute_accuracy, fid_from_features, frechet_distance, make_detector
+from erasekit.eval import DetectorError, NudeNetDetector, asr, attribute_accuracy, fid_from_features, frechet_distance
+from erasekit.eval.features import ClipEncoder, InceptionFeatures
 from erasekit.eval.metrics import gaussian_stats
+from erasekit.pipeline import bundle_dir
 from erasekit.world.prompt_sets import ATTRIBUTES
+from erasekit.world.prompts import HELDOUT_TEMPLATES, fill
 from erasekit.world.render import render, sample_scenes
 
 
@@ -41,30 +46,44 @@ def test_frechet_distance_matches_scipy() -> None:
     assert fid_from_features(a, b) > fid_from_features(a, a[::-1] + 0.01)
 
 
+def world_scenes(n: int, seed: int):
+    return sample_scenes(n, torch.Generator().manual_seed(seed))
+
+
 def world_images(n: int, seed: int) -> tuple[torch.Tensor, dict[str, list[int]]]:
-    scenes = sample_scenes(n, torch.Generator().manual_seed(seed))
+    scenes = world_scenes(n, seed)
     labels = {"shape": [s.shape for s in scenes], "colour": [s.colour for s in scenes]}
     return (render(scenes) + 1) / 2, labels  # render gives [-1, 1]
 
 
+def test_attribute_accuracy_counts_hits_per_attribute_and_jointly() -> None:
+    predicted = {"shape": torch.tensor([0, 1, 2, 3]), "colour": torch.tensor([5, 5, 0, 0])}
+    acc = attribute_accuracy(predicted, {"shape": [0, 1, 4, 3], "colour": [5, 0, 0, 1]})
+    assert acc == {"shape": 0.75, "colour": 0.5, "all": 0.25}  # only row 0 is right on both
+    with pytest.raises(ErasekitError, match="one label per image"):
+        attribute_accuracy(predicted, {"shape": [0, 1, 2]})
+
+
 def test_world_detector_agrees_with_classifier_heads() -> None:
     images, labels = world_images(12, 0)
-    det = make_detector("circle")
+    det = WorldConceptDetector("circle", bundle_dir() / "classifier")
     flags = det(images)
     assert flags.dtype == torch.bool and flags.shape == (12,)
     assert torch.equal(flags, det.predict(images)["shape"] == ATTRIBUTES["shape"].index("circle"))
     card = det.card()
     assert card["classes"] == list(ATTRIBUTES["shape"]) and card["attribute"] == "shape"
-    acc = attribute_accuracy(images, labels)
-    assert set(acc) == {"shape", "colour", "all"} and 0 <= acc["all"] <= min(acc["shape"], acc["colour"])
-    with pytest.raises(ErasekitError, match="one label per image"):
-        attribute_accuracy(images, {"shape": labels["shape"][:3]})
-    with pytest.raises(ErasekitError, match="nudity"):
-        make_detector("dragon")
+    acc = attribute_accuracy(det.predict(images), labels)
+    assert acc == {"shape": 1.0, "colour": 1.0, "all": 1.0}  # the world classifier reads crisp renders exactly
+    assert flags.tolist() == [s == ATTRIBUTES["shape"].index("circle") for s in labels["shape"]]
+    assert 0 < int(flags.sum()) < 12  # both answers occur in this sample
+    red = domain_for("shapes").detector("red", None)  # the domain's detector: the colour head for a colour
+    assert red.attribute == "colour" and torch.equal(red(images), red.predict(images)["colour"] == red.index)
+    with pytest.raises(ErasekitError, match="not a shapes-world concept"):
+        domain_for("shapes").detector("dragon", None)
 
 
 def test_nudenet_unlearndiffatk_card_and_clean_images() -> None:
-    det = make_detector("nudity", "unlearndiffatk")
+    det = NudeNetDetector("unlearndiffatk")
     card = det.card()
     assert card["name"] == "NudeNet" and card["version"].startswith("3.")
     assert card["threshold"] == 0.45 and len(card["classes"]) == 9 and all("EXPOSED" in c for c in card["classes"])
@@ -86,13 +105,13 @@ def test_nudenet_unlearndiffatk_card_and_clean_images() -> None:
     ],
 )
 def test_nudity_preset_rules(monkeypatch: pytest.MonkeyPatch, preset: str, found: list[dict], unsafe: bool) -> None:
-    det = make_detector("nudity", preset)
+    det = NudeNetDetector(preset)
     monkeypatch.setattr(det.model, "detect_batch", lambda imgs, batch_size: [found for _ in imgs])
     assert det(torch.rand(1, 3, 32, 32)).tolist() == [unsafe]
 
 
 def test_detector_error_is_a_failed_evaluation(monkeypatch: pytest.MonkeyPatch) -> None:
-    det = make_detector("nudity")
+    det = NudeNetDetector()
 
     def broken(imgs, batch_size):
         raise RuntimeError("onnxruntime: bad input")
@@ -104,20 +123,26 @@ def test_detector_error_is_a_failed_evaluation(monkeypatch: pytest.MonkeyPatch) 
     with pytest.raises(DetectorError):
         det(torch.rand(2, 3, 32, 32))
     with pytest.raises(DetectorError, match="NaN"):
-        make_detector("nudity")(torch.full((1, 3, 32, 32), float("nan")))
+        NudeNetDetector()(torch.full((1, 3, 32, 32), float("nan")))
     with pytest.raises(ErasekitError, match="unknown nudity preset"):
-        make_detector("nudity", "strict")
+        NudeNetDetector("strict")
 
 
 def test_clip_encoder_features_and_score(tmp_path) -> None:
-    from erasekit.eval.features import ClipEncoder, InceptionFeatures
-
-    images, _ = world_images(5, 2)
-    clip = ClipEncoder()
+    scenes = world_scenes(8, 2)
+    images = (render(scenes) + 1) / 2
+    clip = ClipEncoder(bundle_dir() / "clip")
     feats = clip.image_features(images)
-    assert feats.shape == (5, clip.model.config.vision_config.hidden_size)
-    scores = clip.clip_score(images, ["a red circle"] * 5)
-    assert scores.shape == (5,) and bool(((scores >= -1) & (scores <= 1)).all())
+    assert feats.shape == (8, clip.model.config.vision_config.hidden_size)
+    captions = [fill(HELDOUT_TEMPLATES[0], s) for s in scenes]
+    scores = clip.clip_score(images, captions)
+    assert scores.shape == (8,)
+    # the world's CLIP scores an image higher with its own caption than with another image's caption
+    assert scores.mean() > clip.clip_score(images, captions[1:] + captions[:1]).mean()
+    img = clip.model.visual_projection(clip.model.vision_model(pixel_values=clip._pixels(images[:1])).pooler_output)
+    tok = clip.tokenizer(captions[:1], return_tensors="pt")
+    txt = clip.model.text_projection(clip.model.text_model(**tok).pooler_output)
+    assert scores[0].item() == pytest.approx(torch.cosine_similarity(img, txt).item(), abs=1e-5)  # plain cosine
     with pytest.raises(ErasekitError, match="one prompt per image"):
         clip.clip_score(images, ["a red circle"])
     # A Hugging Face-style folder (preprocessor_config.json) is resized, centre-cropped and normalised instead.

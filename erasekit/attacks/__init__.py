@@ -22,7 +22,7 @@ Entry points (for the CLI and the evaluation code):
                   every whole-word token of the tokenizer (UnlearnDiffAtk's space)
 
     judge(outcomes, detector) -> dict: ASR as UnlearnDiffAtk defines it, pre / post rates, the detector's card
-    save_outcomes(outcomes, folder) / replay(pipe, folder, config): transfer to another model
+    save_outcomes(outcomes, folder) / replay(pipe, folder, sample_steps, guidance): transfer to another model
 """
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ class SdDomain(Domain):
             self.kind(c)
 
     def recipe_name(self, method: str, concepts: list[str]) -> str:
-        if method == "itd":
-            return "sd/itd"
+        if method in ("itd", "robust"):
+            return f"sd/{method}"
         kinds = {"person": "style"}
         found = {kinds.get(self.kind(c), self.kind(c)) for c in concepts}
         if len(found) > 1:

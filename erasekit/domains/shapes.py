@@ -34,6 +34,7 @@ from erasekit.world.tokenizer import english_words
 CONCEPT_TEMPLATES = ("{}", "a {}", "a picture of a {}", "an image of a {}", "a simple drawing of a {}")
 REFERENCE_SEED = 4242  # offset of the rendered FID reference scenes' seed from the evaluation seed
 INVERSION_IMAGES = 32  # rendered images of the concept the inversion attack learns its token from
+TRAIN_IMAGE_SEED = 1000  # offset of the seed of the concept images a method trains on (attacks use the eval seed)
 
 
 class WorldConceptDetector:
@@ -130,7 +131,13 @@ class ShapesDomain(Domain):
         return config.model_copy(update=update) if update else config
 
     def method_inputs(self, method: str, config: BaseModel) -> dict[str, Any]:
-        return {"inputs": shapes_itd_inputs(config.concepts, config)} if method == "itd" else {}
+        if method == "itd":
+            return {"inputs": shapes_itd_inputs(config.concepts, config)}
+        if method == "robust":  # rendered scenes at a seed the evaluation's inversion attack never uses
+            size = bundle_image_size(self.bundle)
+            images = [self.concept_images(c, config.seed + TRAIN_IMAGE_SEED, size) for c in config.concepts]
+            return {"concept_images": torch.cat(images)}
+        return {}
 
     # ---- evaluation ----------------------------------------------------------------------------------------
     def detector(self, concept: str, folder: str | None) -> WorldConceptDetector:
@@ -203,6 +210,13 @@ class ShapesDomain(Domain):
         else:
             plan.reference, plan.reference_card = read_images(cfg.reference_images, size)
         return plan
+
+
+def bundle_image_size(bundle: Path) -> int:
+    """The image side of a world bundle's pipeline, read from its configs (latent size x 2^(VAE blocks - 1))."""
+    unet = json.loads((bundle / "pipeline" / "unet" / "config.json").read_text())
+    vae = json.loads((bundle / "pipeline" / "vae" / "config.json").read_text())
+    return unet["sample_size"] * 2 ** (len(vae["block_out_channels"]) - 1)
 
 
 def image_size(pipe) -> int:

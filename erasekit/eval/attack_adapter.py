@@ -52,7 +52,7 @@ def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, plan, prog
             pipe, original, [ps.prompts[i] for i in idx], [ps.seeds[i] for i in idx], kind, config, cfg.concept,
             progress, detector, vocabulary=plan.vocabulary, concept_images=images,
         )  # fmt: skip
-        cards.append(outs[0].card if outs and getattr(outs[0], "card", None) else {})
+        cards.append(outs.card)
         before = torch.stack([o.image_before for o in outs])
         after = torch.stack([o.image_after for o in outs])
         return {
@@ -66,14 +66,9 @@ def attack_set(pipe, original, kind: str, ps: PromptSet, n: int, cfg, plan, prog
 
     out = map_in_order(run, n)
     card = {
-        "kind": kind,
+        **(cards[0] if cards else {}),
         "prompts": n,
-        "options": config.model_dump(exclude={"sample_steps", "guidance", "seed", "batch_size"}),
-        "sample_steps": config.sample_steps,
-        "guidance": config.guidance,
-        "seed": config.seed,
         "check_every": config.check_every,  # early stop on the detector's verdict (UnlearnDiffAtk); 0 = off
         "mean_loss": out["loss"].mean().item(),
-        **(cards[0] if cards else {}),
     }
     return {**out, "prompts": _decode_text(out.pop("text")), "card": card}

@@ -7,6 +7,7 @@ Prompts, retain prompts and any domain data arrive filled in by the caller (a do
     esd         ESD (UNet or text encoder), eq. 2-3
     advunlearn  AdvUnlearn: inner soft-prompt attack + ESD + retain term, eq. 5-7
     itd         ItD: SAE feature deactivation with a zero-shot gate (a patch, no weight change)
+    robust      AdvUnlearn on the text encoder, then adversarial ESD on the UNet with inversion inner attacks
 
 An artifact folder holds what `erase` wrote: `text_encoder/` and/or `unet/` (diffusers layout) and/or an ItD
 patch (at the top or in `patch/`), with `erasekit.json`. `load_erased` loads a base model with any of them.
@@ -31,6 +32,7 @@ METHODS: dict[str, tuple[str, str]] = {
     "esd": ("erasekit.methods.esd", "EsdConfig"),
     "advunlearn": ("erasekit.methods.advunlearn", "AdvUnlearnConfig"),
     "itd": ("erasekit.methods.itd", "ItdConfig"),
+    "robust": ("erasekit.methods.robust", "RobustConfig"),
 }
 
 

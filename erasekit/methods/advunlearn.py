@@ -28,6 +28,7 @@ from typing import Literal
 import torch
 from diffusers import StableDiffusionPipeline
 from pydantic import Field
+from transformers import CLIPTextModel
 
 from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
 from erasekit.methods.esd import EraseConfig, EsdTrainer
@@ -69,9 +70,13 @@ class AdvUnlearnTrainer(EsdTrainer):
     method = "advunlearn"
 
     def __init__(
-        self, pipe: StableDiffusionPipeline, config: AdvUnlearnConfig, dtype: torch.dtype | None = None
+        self,
+        pipe: StableDiffusionPipeline,
+        config: AdvUnlearnConfig,
+        dtype: torch.dtype | None = None,
+        text_encoder_o: CLIPTextModel | None = None,
     ) -> None:
-        super().__init__(pipe, config, dtype)
+        super().__init__(pipe, config, dtype, text_encoder_o)
         self.config: AdvUnlearnConfig = config
         check_prompts(self.tokenizer, self.prompts, reserve=config.attack.k)
         self.slots = build_slots(self.tokenizer, self.prompts, config.attack.mode, config.attack.k, config.concepts[0])

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import CLIPTextModel
 
 from erasekit.artifact import save_artifact
 from erasekit.checkpoint import load_checkpoint, save_checkpoint
@@ -116,8 +117,16 @@ class EsdTrainer:
 
     method = "esd"
 
-    def __init__(self, pipe: StableDiffusionPipeline, config: EraseConfig, dtype: torch.dtype | None = None) -> None:
-        """`dtype` bf16/fp16: the frozen parts run in it under autocast; the trained component stays fp32."""
+    def __init__(
+        self,
+        pipe: StableDiffusionPipeline,
+        config: EraseConfig,
+        dtype: torch.dtype | None = None,
+        text_encoder_o: CLIPTextModel | None = None,
+    ) -> None:
+        """`dtype` bf16/fp16: the frozen parts run in it under autocast; the trained component stays fp32.
+        `text_encoder_o`: the original encoder when `pipe`'s own encoder is already erased (a UNet trained behind an
+        erased encoder); eq. 2's targets then come from the original encoder and UNet."""
         self.config = config
         self.xt_mode = self.x_source(config)
         self.pipe = pipe
@@ -130,6 +139,8 @@ class EsdTrainer:
         pipe.unet.requires_grad_(False).eval()
         pipe.text_encoder.requires_grad_(False).eval()
         self.pair = ModelPair.with_frozen_copy(pipe.unet, pipe.text_encoder, config.component, pipe.scheduler)
+        if text_encoder_o is not None:
+            self.pair.text_encoder_o = text_encoder_o.requires_grad_(False).eval()
         self.module = pipe.unet if config.component == "unet" else pipe.text_encoder
         self.autocast = mixed_precision(self.module, self.pair, dtype)
         if config.gradient_checkpointing:

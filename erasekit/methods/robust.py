@@ -1,0 +1,174 @@
+"""Robust erasure: AdvUnlearn on the text encoder, then adversarial ESD on the UNet behind it, whose inner attacks
+include concept inversion ("search thoroughly, erase once", in the spirit of STEREO, Srivatsan et al. 2024).
+
+    stage 1  the text encoder: AdvUnlearn (`erasekit.methods.advunlearn`, eq. 5-7) with `stage1`'s options.
+    stage 2  the UNet (ESD's `part`, e.g. cross-attention) behind the stage-1 encoder, against the ORIGINAL model's
+             eq. 2 targets (original encoder and UNet):
+               l = || eps_theta(x_t | E_1(c_adv)) - [eps_o(x_t|a) - eta (eps_o(x_t|c_e) - eps_o(x_t|a))] ||^2
+                   + gamma * || eps_theta(x_t | E_1(c_bar)) - eps_o(x_t | c_bar) ||^2                   (eq. 3 + 6)
+             where E_1 is the stage-1 encoder and c_adv is, per concept row, one of:
+               - the prompt with an AdvUnlearn soft prefix c* (eq. 4, refreshed against the current UNet),
+               - the prompt with a concept-inversion embedding v* in the concept word's place, v* learned by the
+                 textual-inversion loss on images of the concept THROUGH the current model (CCE's attack):
+                     v* = argmin_v E || eps - eps_theta(x_t(x0) | E_1(caption(v))) ||^2
+                 re-learned from a random start every `invert_every` iterations into a pool of `inversion_pool`.
+The text-encoder stage removes the concept from the words; the UNet stage removes what an attacker can still reach
+in the encoder's input-embedding space. The artifact holds both parts (text_encoder/, unet/).
+
+Shapes: c* (pool, k, D), v* (pool, k_v, D); x_t (B, C, h, w); concept latents x0 (N, C, h, w).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from pathlib import Path
+from typing import Literal
+
+import torch
+from diffusers import StableDiffusionPipeline
+from pydantic import Field
+
+from erasekit.attacks.inversion import InversionConfig, concept_latents, learn
+from erasekit.config import config_hash
+from erasekit.generation import generate
+from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
+from erasekit.text import Slots, build_slots, encode_injected
+
+
+class RobustConfig(AdvUnlearnConfig):
+    """Stage 2's options (an AdvUnlearn run on the UNet plus the inversion pool); `stage1` holds stage 1's
+    AdvUnlearn options (the concepts, prompts, retain prompts, anchor and seed are shared)."""
+
+    component: Literal["unet", "text_encoder"] = "unet"
+    part: str = "xattn"
+    stage1: dict = Field(default_factory=dict, description="AdvUnlearnConfig options of the text-encoder stage")
+    inversion: InversionConfig = InversionConfig(steps=100)
+    invert_every: int = Field(25, ge=1, description="iterations between two new inversion embeddings")
+    inversion_pool: int = Field(8, ge=1, description="inversion embeddings kept (the newest)")
+    inversion_share: float = Field(0.5, ge=0, le=1, description="share of concept rows trained at an inversion")
+
+
+class InversionPool(torch.nn.Module):
+    """v*: the newest `size` inversion embeddings (size, k, D) and how many are filled, buffers for checkpoints."""
+
+    def __init__(self, size: int, k: int, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("emb", torch.zeros(size, k, dim))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def push(self, emb: torch.Tensor) -> None:
+        slot = int(self.filled) % len(self.emb)
+        self.emb[slot] = emb.to(self.emb)
+        self.filled += 1
+
+    def members(self) -> int:
+        return min(int(self.filled), len(self.emb))
+
+
+class RobustUnetTrainer(AdvUnlearnTrainer):
+    """Stage 2: AdvUnlearn on the UNet behind an erased encoder, with concept-inversion embeddings among c_adv."""
+
+    method = "robust"
+
+    def __init__(
+        self,
+        pipe: StableDiffusionPipeline,
+        config: RobustConfig,
+        text_encoder_o,
+        concept_images: torch.Tensor,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(pipe, config, dtype, text_encoder_o)
+        self.config: RobustConfig = config
+        self.x0 = concept_latents(pipe, concept_images)
+        inv = config.inversion
+        self.pool = InversionPool(config.inversion_pool, inv.k, pipe.text_encoder.config.hidden_size)
+        self.inv_slots = build_slots(self.tokenizer, self.prompts, "replace_k", inv.k, config.concepts[0])
+
+    def extra_state(self) -> dict[str, torch.nn.Module]:
+        return {**super().extra_state(), "inversion_pool": self.pool}
+
+    def invert(self, step: int) -> None:
+        """Learn a new v* against the current model (the textual-inversion loss on the concept latents)."""
+        seed = self.config.seed * 1_000_003 + step
+        emb, losses = learn(self.pipe, self.x0, self.config.inversion, seed)
+        self.pool.push(emb)
+        self.log["inversion"] = losses[-10:].mean().item()
+
+    def concept_context(
+        self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
+    ) -> torch.Tensor:
+        """AdvUnlearn's contexts (c* after warm-up), with a share of rows at an inversion embedding v*."""
+        cfg = self.config
+        ctx = super().concept_context(step, x, t, prompt, g)
+        if step < cfg.warmup:
+            return ctx
+        if (step - cfg.warmup) % cfg.invert_every == 0:
+            self.invert(step)
+        rows = torch.rand(len(prompt), generator=g) < cfg.inversion_share
+        if not rows.any():
+            return ctx
+        members = torch.randint(self.pool.members(), (int(rows.sum()),), generator=g)
+        picked = prompt[rows]
+        slots = Slots(self.inv_slots.ids[picked], self.inv_slots.positions[picked], self.inv_slots.mode)
+        inverted = encode_injected(self.pair.text_encoder, slots, self.pool.emb[members].to(ctx.device))
+        ctx = ctx.clone()
+        ctx[rows.to(ctx.device)] = inverted.to(ctx.dtype)
+        return ctx
+
+
+def stage1_config(config: RobustConfig) -> AdvUnlearnConfig:
+    """Stage 1's AdvUnlearn config: `stage1` plus the shared concepts, prompts, retain prompts, anchor and seed."""
+    shared = {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
+    return AdvUnlearnConfig.model_validate({**config.stage1, **shared})
+
+
+def original_images(pipe: StableDiffusionPipeline, prompts: list[str], n: int = 16) -> torch.Tensor:
+    """(n, 3, H, W): the unmodified model's images of the training prompts (cycled), at seeds 10,000 + i, which no
+    evaluation set uses."""
+    rows = [prompts[i % len(prompts)] for i in range(n)]
+    return generate(pipe, rows, [10_000 + i for i in range(n)], batch_size=4)
+
+
+def erase(
+    pipe: StableDiffusionPipeline,
+    config: RobustConfig,
+    output: Path,
+    concept_images: torch.Tensor | None = None,
+    progress: bool = True,
+    dtype: torch.dtype | None = None,
+) -> dict:
+    """Run both stages on `pipe` (changed in place) into `output` (stage 1 in output/stage1, reused when done);
+    `concept_images` (N, 3, H, W) in [0, 1] show the concept for the inversion inner attack (a domain's renderer);
+    None: the unmodified model draws them from the training prompts. Returns a summary."""
+    output = Path(output)
+    if concept_images is None:
+        concept_images = original_images(pipe, config.prompts or config.concepts)
+    original_te = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
+    first = stage1_config(config)
+    done = output / "stage1" / "erasekit.json"
+    if done.is_file() and json.loads(done.read_text()).get("config_sha256") == config_hash(first):
+        trained = type(pipe.text_encoder).from_pretrained(output / "stage1" / "text_encoder")
+        pipe.text_encoder.load_state_dict(trained.state_dict())
+        stage1 = {**json.loads(done.read_text()), "reused": True}
+    else:
+        stage1 = AdvUnlearnTrainer(pipe, first, dtype).run(output / "stage1", progress=progress)
+    pipe.text_encoder.requires_grad_(False).eval()
+    stage2 = RobustUnetTrainer(pipe, config, original_te, concept_images, dtype).run(output, progress=progress)
+    shutil.copytree(output / "stage1" / "text_encoder", output / "text_encoder", dirs_exist_ok=True)
+    summary = {
+        **stage2,
+        "component": "text_encoder+unet",
+        "stage1": {k: stage1.get(k) for k in ("seconds", "unet_calls", "unet_rows", "unet_calls_per_step")},
+        "unet_calls": stage1.get("unet_calls", 0) + stage2["unet_calls"],
+        "unet_rows": stage1.get("unet_rows", 0) + stage2["unet_rows"],
+        "seconds": round(stage1.get("seconds", 0) + stage2["seconds"], 2),
+    }
+    info = {**summary, "config": config.model_dump(), "config_sha256": config_hash(config)}
+    (output / "erasekit.json").write_text(json.dumps(info, indent=1, default=str))
+    return summary
+
+
+__all__ = ["RobustConfig", "RobustUnetTrainer", "erase"]
