@@ -5,6 +5,8 @@ import torch
 
 # Tests run on 2 cores beside other work; one thread avoids oversubscription and keeps results stable.
 torch.set_num_threads(int(os.environ.get("ERASEKIT_TEST_THREADS", "2")))
+# CLI child processes inherit this, so they do not oversubscribe the cores either.
+os.environ.setdefault("OMP_NUM_THREADS", os.environ.get("ERASEKIT_TEST_THREADS", "2"))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

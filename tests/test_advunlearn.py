@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from pydantic import ValidationError
 
 from erasekit import load_pipeline

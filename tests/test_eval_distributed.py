@@ -84,6 +84,7 @@ PROMPTS = ["a red circle", "a blue square", "a green star", "a white cross", "a 
 SEEDS = [11, 12, 13, 14, 15]
 
 
+@pytest.mark.slow
 def test_two_processes_gather_in_prompt_order(tmp_path: Path, shapes_pipe) -> None:
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent))
     if accelerate is None:

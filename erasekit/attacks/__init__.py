@@ -32,7 +32,7 @@ from functools import partial
 
 import torch
 from diffusers import StableDiffusionPipeline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from erasekit.attacks import inversion, ring_a_bell
@@ -78,6 +78,8 @@ Detector = Callable[[torch.Tensor], torch.Tensor]
 
 class AttackConfig(BaseModel):
     """Options of one attack run: each kind's own options plus sampling (the evaluation's steps and guidance)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     soft: SoftAttackConfig = SoftAttackConfig()
     token: TokenAttackConfig = TokenAttackConfig()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 from diffusers import StableDiffusionPipeline
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
 from erasekit.errors import ErasekitError
@@ -32,6 +32,8 @@ from erasekit.text import (
 
 class InversionConfig(BaseModel):
     """Concept inversion options (defaults: CCE's single token, Textual Inversion's lr 5e-3, 300 Adam steps)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     k: int = Field(1, ge=1)  # new token embeddings learned
     init: str | None = None  # a word whose token embedding (mean over its tokens) starts every slot; None: random

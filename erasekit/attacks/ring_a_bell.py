@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from erasekit.errors import ErasekitError
@@ -29,6 +29,8 @@ ENCODE_ROWS = 512  # sequences per text-encoder call during the search: bounds m
 
 class RingABellConfig(BaseModel):
     """Ring-A-Bell options (defaults sized to run in seconds on the shapes world; the paper: 200 / 3,000)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     k: int | None = Field(None, ge=1)  # tokens appended; None: min(16, the room the longest prompt leaves)
     eta: float = Field(3.0, gt=0)  # strength of the concept direction

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from erasekit.diffusion import ModelPair
 from erasekit.text import Slots, encode_injected
@@ -64,6 +64,8 @@ class SuccessLatch:
 
 class SoftAttackConfig(BaseModel):
     """Soft prompt attack options (defaults: a 3-token prefix, 200 Adam steps)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["prefix_k", "suffix_k", "replace_k", "add"] = "prefix_k"
     k: int = Field(3, ge=1)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from transformers import CLIPTokenizer
 
 from erasekit.attacks.soft import SuccessCheck, SuccessLatch, XtProvider, attack_loss
@@ -27,6 +27,8 @@ from erasekit.text import Slots, token_embedding
 
 class TokenAttackConfig(BaseModel):
     """Token attack options (defaults: a 3-token prefix, 200 Adam steps on the logits)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     mode: Literal["prefix_k", "suffix_k", "replace_k"] = "prefix_k"
     k: int = Field(3, ge=1)

@@ -80,10 +80,11 @@ def evaluate(
     }  # fmt: skip
     flags = {k: str(v) if isinstance(v, Path) else v for k, v in flags.items()}
     if attacks is not None:
-        flags["attacks"] = {"none": [], "all": list(ATTACKS)}.get(attacks) or [a.strip() for a in attacks.split(",")]
+        flags["attacks"] = {"none": [], "all": list(ATTACKS)}.get(attacks, [a.strip() for a in attacks.split(",")])
     overrides = parse_sets(sets)
     if attack_steps is not None:
-        overrides = deep_merge(overrides, {"attack_options": {k: {"steps": attack_steps} for k in ATTACKS}})
+        steps = {k.replace("-", "_"): {"generations" if k == "ring-a-bell" else "steps": attack_steps} for k in ATTACKS}
+        overrides = deep_merge(overrides, {"attack_options": steps})  # AttackConfig's field names
     cfg = eval_config(model, config, deep_merge(overrides, {k: v for k, v in flags.items() if v is not None}))
     parts = erased_parts(artifact, text_encoder, unet, patch)
     result = run_evaluation(cfg, parts, progress=not as_json)

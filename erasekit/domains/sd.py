@@ -129,6 +129,8 @@ class SdDomain(Domain):
         if cfg.reference_images:
             plan.reference, plan.reference_card = read_images(cfg.reference_images, image_size(original))
             plan.features = InceptionFeatures(cfg.inception_weights, device) if cfg.inception_weights else plan.clip
+            if plan.features is None:
+                raise ErasekitError("FID needs image features: pass --clip-model (or --inception-weights)")
         else:
             plan.notes.append("FID skipped: pass --reference-images (a folder of real images, e.g. COCO val)")
         plan.notes.append("retained accuracy is not measured on Stable Diffusion yet")

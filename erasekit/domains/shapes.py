@@ -88,11 +88,11 @@ def concept_prompts(concepts: list[str], anchored: bool = False, n: int = 40) ->
 
 
 def retain_prompts(concepts: list[str], n: int = 120) -> list[str]:
-    """Retain prompts: other values of each concept's attribute, plus world prompts naming none of the concepts."""
+    """Retain prompts: other values of each concept's attribute, plus world prompts; none names any of the concepts
+    (with several, one concept's retain set would otherwise name another: "a red square" when erasing circle and red)."""
     out = [p for c in concepts for p in retain_set(c, n // 2, split="train", seed=11).prompts]
-    words = set(concepts)
-    out += [p for p in world_set(n, split="train", seed=12).prompts if not words & set(re.findall(r"[a-z]+", p))]
-    return out
+    out += world_set(n, split="train", seed=12).prompts
+    return [p for p in out if not set(concepts) & set(re.findall(r"[a-z]+", p))]
 
 
 class ShapesDomain(Domain):

@@ -1,0 +1,111 @@
+"""`erasekit bench` on the bundled world: rows, the config hash that guards reused artifacts, the demo table's
+options, and (slow) the whole table with tiny schedules: reuse and same numbers for a seed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from cli_runner import erasekit
+
+import erasekit.bench as bench
+from erasekit.bench import SUMMARY, BenchConfig, demo_config, train_row
+from erasekit.config import config_hash
+from erasekit.domains import domain_for, method_config
+from erasekit.errors import ErasekitError
+
+OLD = json.loads((Path(__file__).parent / "data" / "old_shapes_configs.json").read_text())
+CONFIG = {
+    "rows": ["Original", "ESD", "ItD"],
+    "methods": {
+        "ESD": {"steps": 3, "xt_mode": "cached", "cache_size": 2, "ddim_steps": 4, "component": "text_encoder",
+                "part": "all", "lr": 1e-3},
+        "ItD": {"corpus_size": 100, "steps": 10, "calib_prompts": 10, "select_prompts": 8},
+    },
+    "evaluation": {"n_target": 3, "n_retain": 3, "n_world": 4, "sample_steps": 2, "attacks": []},
+}  # fmt: skip
+
+
+def finished_row(folder: Path, config_sha256: str) -> None:
+    """A row folder as a finished bench run leaves it (only the summary matters for reuse)."""
+    folder.mkdir(parents=True)
+    (folder / SUMMARY).write_text(json.dumps({"config_sha256": config_sha256, "unet_rows": 7, "seconds": 1.0}))
+
+
+def esd_row_config(cfg: BenchConfig):
+    options = {"seed": cfg.seed, **cfg.methods.get("ESD", {})}
+    return method_config(domain_for("shapes"), "esd", [cfg.concept], "shapes/esd-paper", None, options)[0]
+
+
+def test_a_row_folder_is_reused_only_for_the_same_config(tmp_path, monkeypatch) -> None:
+    """The defect of issue 14: any folder holding bench-train.json was reused, even after the recipe changed."""
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished row with the same config must not be retrained")
+
+    monkeypatch.setattr(bench, "run_method", no_training)
+    cfg = BenchConfig(methods={"ESD": {"steps": 5}})
+    same = tmp_path / "same"
+    finished_row(same, config_hash(esd_row_config(cfg)))
+    assert train_row("ESD", cfg, same, progress=False)["reused"] is True
+    other = tmp_path / "other"
+    finished_row(other, config_hash(esd_row_config(BenchConfig(methods={"ESD": {"steps": 6}}))))
+    with pytest.raises(ErasekitError, match="other options") as err:
+        train_row("ESD", cfg, other, progress=False)
+    assert str(other) in str(err.value) and "\n" not in str(err.value)
+    legacy = tmp_path / "legacy"  # made before artifacts carried a hash
+    finished_row(legacy, None)
+    with pytest.raises(ErasekitError, match="other options"):
+        train_row("ESD", cfg, legacy, progress=False)
+
+
+def test_cli_refuses_a_row_folder_of_another_recipe(tmp_path, monkeypatch, capsys) -> None:
+    finished_row(tmp_path / "ESD", "0" * 64)
+    code, _, _, errors = erasekit(monkeypatch, capsys, "bench", "--rows", "ESD", "-o", tmp_path)
+    assert code == 2 and len(errors) == 1 and str(tmp_path / "ESD") in errors[0]
+
+
+def test_bench_rows_and_the_demo_table_options() -> None:
+    assert demo_config().model_dump() == {k: v for k, v in OLD["demo"].items() if k != "world"}  # same demo table
+    assert [bench.ROWS[r][1] for r in ("ESD", "AT-ESD", "AdvUnlearn", "ItD")] == [
+        "shapes/esd-paper", "shapes/advunlearn-atesd", "shapes/advunlearn", "shapes/itd"
+    ]  # fmt: skip
+    with pytest.raises(ErasekitError, match="unknown bench row"):
+        bench.run_bench(BenchConfig(rows=["Original", "Nope"]), Path("unused"), progress=False)
+    with pytest.raises(ErasekitError, match="shapes world only"):
+        bench.run_bench(BenchConfig(model="CompVis/stable-diffusion-v1-4"), Path("unused"), progress=False)
+
+
+def run_bench(monkeypatch, capsys, tmp_path: Path, out: Path, *extra: str) -> tuple[int, str, list[str], dict | None]:
+    """(exit code, stdout, error lines, bench.json) of `erasekit bench` with CONFIG (+ extra arguments)."""
+    cfg = tmp_path / "bench.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    args = ["bench", "--model", "shapes", "--concept", "circle", "--config", cfg, "-o", out, *extra]
+    code, stdout, stderr, errors = erasekit(monkeypatch, capsys, *args)
+    assert code == 0 or errors, stderr[-3000:]
+    return code, stdout, errors, json.loads((out / "bench.json").read_text()) if code == 0 else None
+
+
+def test_bench_table_reuse_and_reproducibility(tmp_path, monkeypatch, capsys) -> None:
+    run = lambda out, *extra: run_bench(monkeypatch, capsys, tmp_path, out, *extra)  # noqa: E731
+    code, stdout, _, first = run(tmp_path / "a")
+    table = [line for line in stdout.splitlines() if line.startswith("| ")]
+    assert code == 0 and [line.split(" | ")[0] for line in table[1:]] == ["| Original", "| ESD", "| ItD"]
+    rows = first["rows"]
+    assert rows["ESD"]["protocol"]["model"]["parts"]["text_encoder"]["folder"].endswith("ESD")
+    assert rows["ItD"]["protocol"]["model"]["parts"]["patch"]["folder"].endswith("ItD")
+    assert rows["ESD"]["metrics"]["training"]["unet_rows"] > 0 and not rows["ESD"]["metrics"]["training"]["reused"]
+    assert (tmp_path / "a" / "report.html").stat().st_size > 10_000
+    assert first["commit"] is None or len(first["commit"]) >= 7  # the numbers are stamped with the commit
+    summary = json.loads((tmp_path / "a" / "ESD" / SUMMARY).read_text())
+    assert summary["recipe"] == "shapes/esd-paper" and len(summary["config_sha256"]) == 64
+    code, _, _, again = run(tmp_path / "a")  # same folder: artifacts are reused, not retrained
+    assert code == 0 and again["rows"]["ESD"]["metrics"]["training"]["reused"]
+    code, _, errors, _ = run(tmp_path / "a", "--rows", "ESD", "--set", "methods.ESD.lr=0.002")
+    assert code == 2 and len(errors) == 1 and str(tmp_path / "a" / "ESD") in errors[0]  # never silently mixed
+    code, _, _, fresh = run(tmp_path / "b")  # a fresh run with the same seed gives the same numbers
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "training")}  # noqa: E731
+    for row in CONFIG["rows"]:
+        assert strip(fresh["rows"][row]["metrics"]) == strip(first["rows"][row]["metrics"]), row
