@@ -96,4 +96,4 @@ def test_tiny_pipeline_generates(tiny_sd):
     assert images.shape == (2, 3, 64, 64) and torch.isfinite(images).all()
     assert (images[0] - images[1]).abs().max() > 0.1  # the prompt and seed reach the image
     alone = generate(tiny_sd, ["a photo of a cat"], [0], steps=2)  # batch-independent up to float rounding
-    assert torch.allclose(alone[0], images[0], atol=1e-4)
+    assert torch.allclose(alone[0], images[0], atol=2e-3)
