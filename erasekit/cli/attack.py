@@ -59,6 +59,7 @@ def attack(
     patch: Patch = None,
     prompts_file: Annotated[Path | None, typer.Option("--prompts", help="Prompt file (.txt or I2P .csv).")] = None,
     n: Annotated[int, typer.Option("-n", help="Number of prompts to attack.", min=1)] = 50,
+    detector_model: Annotated[str | None, typer.Option("--detector-model", help="Detector folder or hub id.")] = None,
     seed: Seed = None,
     sample_steps: SampleSteps = None,
     guidance: Guidance = None,
@@ -81,7 +82,8 @@ def attack(
     dev = resolve_device(device)
     pipe = load_erased(model, parts, device=dev, dtype=dtype)
     original = load_pipeline(model, device=dev, dtype=dtype) if parts else None
-    plan = domain.attack_plan(concept, n, cfg.seed, str(prompts_file) if prompts_file else None, original or pipe)
+    prompts = str(prompts_file) if prompts_file else None
+    plan = domain.attack_plan(concept, n, cfg.seed, prompts, original or pipe, detector_model)
     target = plan.sets["target"]
     images = plan.concept_images() if "inversion" in kinds else None
     results = {}

@@ -47,7 +47,9 @@ class Domain:
         """Prompt sets, detector, scorers and references for `cfg.concept`; `original` is the unmodified pipeline."""
         raise NotImplementedError
 
-    def attack_plan(self, concept: str, n: int, seed: int, prompts: str | None, original) -> EvalPlan:
+    def attack_plan(
+        self, concept: str, n: int, seed: int, prompts: str | None, original, detector_model: str | None = None
+    ) -> EvalPlan:
         """The attack command's target prompts (held-out), detector, vocabulary and concept images."""
         raise NotImplementedError
 

@@ -110,8 +110,10 @@ class SdDomain(Domain):
             concept_images=lambda: self.concept_images(concept, target, original),
         )
 
-    def attack_plan(self, concept: str, n: int, seed: int, prompts: str | None, original) -> EvalPlan:
-        return self._plan(concept, self.target_set(concept, n, seed, prompts), None, None, original)
+    def attack_plan(
+        self, concept: str, n: int, seed: int, prompts: str | None, original, detector_model: str | None = None
+    ) -> EvalPlan:
+        return self._plan(concept, self.target_set(concept, n, seed, prompts), None, detector_model, original)
 
     def eval_plan(self, cfg: EvalConfig, original, device: torch.device) -> EvalPlan:
         filters = {"category": cfg.category, "min_nudity": cfg.min_nudity}

@@ -159,10 +159,12 @@ class ShapesDomain(Domain):
             concept_images=lambda: self.concept_images(concept, seed, size),
         )
 
-    def attack_plan(self, concept: str, n: int, seed: int, prompts: str | None, original) -> EvalPlan:
+    def attack_plan(
+        self, concept: str, n: int, seed: int, prompts: str | None, original, detector_model: str | None = None
+    ) -> EvalPlan:
         self.check_concepts([concept])
         target = read_prompt_file(prompts, n, seed) if prompts else target_set(concept, n, "heldout", seed)
-        return self._plan(concept, target, None, seed, image_size(original))
+        return self._plan(concept, target, detector_model, seed, image_size(original))
 
     def eval_plan(self, cfg: EvalConfig, original, device: torch.device) -> EvalPlan:
         self.check_concepts([cfg.concept])
