@@ -11,6 +11,7 @@ import yaml
 from cli_runner import erasekit
 
 import erasekit.bench as bench
+from erasekit.attacks import ATTACKS
 from erasekit.bench import SUMMARY, BenchConfig, demo_config, train_row
 from erasekit.config import config_hash
 from erasekit.domains import domain_for, method_config
@@ -68,7 +69,12 @@ def test_cli_refuses_a_row_folder_of_another_recipe(tmp_path, monkeypatch, capsy
 
 
 def test_bench_rows_and_the_demo_table_options() -> None:
-    assert demo_config().model_dump() == {k: v for k, v in OLD["demo"].items() if k != "world"}  # same demo table
+    demo, old = demo_config().model_dump(), OLD["demo"]
+    assert demo["rows"] == old["rows"] + ["Robust"]  # the old demo table, plus the robust row
+    assert all(demo["methods"][row] == opts for row, opts in old["methods"].items())
+    assert demo["evaluation"]["attacks"] == list(ATTACKS)  # a column per attack
+    stage1 = demo["methods"]["Robust"]["stage1"]  # stage 1 = the demo's AdvUnlearn row, so the bench reuses it
+    assert {k: stage1[k] for k in old["methods"]["AdvUnlearn"]} == old["methods"]["AdvUnlearn"]
     assert [bench.ROWS[r][1] for r in ("ESD", "AT-ESD", "AdvUnlearn", "ItD")] == [
         "shapes/esd-paper", "shapes/advunlearn-atesd", "shapes/advunlearn", "shapes/itd"
     ]  # fmt: skip

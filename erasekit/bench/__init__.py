@@ -1,7 +1,8 @@
 """`bench`: the table of the AdvUnlearn and ItD papers on the shapes world, one row per method.
 
 Rows: Original, ESD (the paper's ESD-x), AT-ESD (AdvUnlearn with gamma = 0), AdvUnlearn, ItD, ItD + AdvUnlearn (the
-ItD patch attached to the AdvUnlearn text encoder). Each trained row resolves its recipe (`ROWS`), trains its
+ItD patch attached to the AdvUnlearn text encoder), Robust (AdvUnlearn's encoder + an adversarially erased UNet; its
+stage 1 reuses the AdvUnlearn row when the options agree). Every row is attacked by every attack (a column each). Each trained row resolves its recipe (`ROWS`), trains its
 artifact into `<output>/<row>/` and records the resolved config's hash; a finished artifact with the same hash is
 reused, one with another hash is refused (never silently mixed), an interrupted one resumes. Every row is then
 evaluated with one shared EvalConfig, so every row sees the same prompts, seeds and attacks. The bench trains
@@ -11,6 +12,7 @@ through `erasekit.domains` / `erasekit.methods` and evaluates through `erasekit.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
+from erasekit.attacks import ATTACKS
 from erasekit.config import config_hash
 from erasekit.domains import domain_for, eval_config, method_config, run_evaluation, run_method
 from erasekit.errors import ErasekitError
@@ -34,6 +37,7 @@ ROWS: dict[str, tuple[str, str] | None] = {
     "AdvUnlearn": ("advunlearn", "shapes/advunlearn"),
     "ItD": ("itd", "shapes/itd"),
     "ItD+AdvUnlearn": None,
+    "Robust": ("robust", "shapes/robust"),
 }
 COMBINED = {"ItD+AdvUnlearn": ("AdvUnlearn", "ItD")}  # (text encoder from, patch from)
 SUMMARY = "bench-train.json"
@@ -49,7 +53,9 @@ class BenchConfig(BaseModel):
     seed: int = 0
     rows: list[str] = Field(default_factory=lambda: list(ROWS))
     methods: dict[str, dict] = Field(default_factory=dict, description="per-row method options")
-    evaluation: dict = Field(default_factory=dict, description="EvalConfig options shared by all rows")
+    evaluation: dict = Field(
+        default_factory=lambda: {"attacks": list(ATTACKS)}, description="EvalConfig options shared by all rows"
+    )
 
 
 def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
@@ -57,11 +63,17 @@ def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
     return BenchConfig(
         concept=concept,
         seed=seed,
-        rows=["Original", "ESD", "AdvUnlearn", "ItD"],
-        methods={"ESD": {"steps": 150}, "AdvUnlearn": {"steps": 100, "warmup": 20}, "ItD": {"steps": 1000}},
+        rows=["Original", "ESD", "AdvUnlearn", "ItD", "Robust"],
+        methods={
+            "ESD": {"steps": 150}, "AdvUnlearn": {"steps": 100, "warmup": 20}, "ItD": {"steps": 1000},
+            "Robust": {"steps": 40, "invert_every": 20, "stage1": {"steps": 100, "warmup": 20}},
+        },
         evaluation={
-            "n_target": 20, "n_retain": 20, "n_world": 80, "attack_prompts": 5,
-            "attack_options": {"soft": {"steps": 50}, "token": {"steps": 50}},
+            "n_target": 20, "n_retain": 20, "n_world": 80, "attack_prompts": 5, "attacks": list(ATTACKS),
+            "attack_options": {
+                "soft": {"steps": 50}, "token": {"steps": 50}, "inversion": {"steps": 100},
+                "ring_a_bell": {"generations": 20},
+            },
         },
     )  # fmt: skip
 
@@ -82,6 +94,11 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool) -> dict:
                 f"delete the folder or bench into another -o"
             )
         return {**done, "reused": True}
+    adv = folder.parent / "AdvUnlearn"
+    if method == "robust" and (adv / SUMMARY).is_file():  # stage 1 is the AdvUnlearn row when the hashes agree
+        (folder / "stage1").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(adv / "text_encoder", folder / "stage1" / "text_encoder", dirs_exist_ok=True)
+        shutil.copy(adv / "erasekit.json", folder / "stage1" / "erasekit.json")
     t0 = time.perf_counter()
     summary = run_method(domain, method, config, folder, progress=progress)
     summary = {**summary, "recipe": recipe, "bench_wall_s": round(time.perf_counter() - t0, 2)}
