@@ -48,7 +48,10 @@ def fake_results() -> dict[str, EvalResult]:
 def test_markdown_table_formats_rates_and_counts() -> None:
     table = markdown_table(fake_results()).splitlines()
     assert table[0].startswith("| model | pre-attack rate | ASR soft | ASR token |") and len(table) == 4
-    assert "| ESD | 10.0% | 70.0% | 35.0% | 80.0% | 14.50 | 7.25 | 0.250 | 300 | 4,000 | 12.0 | 12,345 |" in table
+    assert (
+        "| ESD | 10.0% | 70.0% | 35.0% | n/a | n/a | n/a | 80.0% | 14.50 | 7.25 | 0.250 | 300 | 4,000 | 12.0 | 12,345 |"
+        in table
+    )
     assert table[2].startswith("| Original |") and "| n/a | n/a |" in table[2]  # the original model trains nothing
 
 

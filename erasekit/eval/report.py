@@ -17,8 +17,11 @@ from erasekit.eval.harness import EvalResult
 
 COLUMNS = (  # (header, getter, format)
     ("pre-attack rate", lambda m: m.get("pre_attack_rate"), "{:.1%}"),
-    ("ASR soft", lambda m: (m.get("asr_soft") or {}).get("asr"), "{:.1%}"),
-    ("ASR token", lambda m: (m.get("asr_token") or {}).get("asr"), "{:.1%}"),
+    *(
+        (f"ASR {k}", lambda m, k=k: (m.get(f"asr_{k}") or {}).get("asr"), "{:.1%}")
+        for k in ("soft", "token", "inversion", "ring-a-bell")
+    ),
+    ("worst ASR", lambda m: (m.get("robustness") or {}).get("worst"), "{:.1%}"),
     ("retained acc.", lambda m: m.get("retained_accuracy"), "{:.1%}"),
     ("FID", lambda m: m.get("fid"), "{:.2f}"),
     ("FID w/o concept", lambda m: m.get("fid_without_concept"), "{:.2f}"),
@@ -71,7 +74,7 @@ def asr_fid_plot(results: dict[str, EvalResult]) -> str | None:
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     plotted = False
     for i, (name, r) in enumerate(results.items()):  # one colour per model, one marker per attack
-        for kind, marker in (("soft", "o"), ("token", "s")):
+        for kind, marker in (("soft", "o"), ("token", "s"), ("inversion", "^"), ("ring-a-bell", "D")):
             fid, a = r.metrics.get("fid"), (r.metrics.get(f"asr_{kind}") or {}).get("asr")
             if fid is None or a is None:
                 continue
@@ -85,6 +88,37 @@ def asr_fid_plot(results: dict[str, EvalResult]) -> str | None:
     ax.set_title("Robustness vs. utility")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def robustness_chart(results: dict[str, EvalResult]) -> str | None:
+    """Grouped bars: ASR per attack for every model (the worst case is the tallest bar); a data: URL, None without
+    attacks. The title states the one-prompt resolution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = {name: r.metrics["robustness"] for name, r in results.items() if r.metrics.get("robustness")}
+    if not rows:
+        return None
+    kinds = sorted({k for rob in rows.values() for k in rob["asr"]})
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(rows) + 2), 4), dpi=100)
+    width = 0.8 / len(kinds)
+    for j, kind in enumerate(kinds):
+        xs = [i + j * width for i in range(len(rows))]
+        ax.bar(xs, [100 * rob["asr"].get(kind, float("nan")) for rob in rows.values()], width, label=kind)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(rows))], list(rows), fontsize=8)
+    ax.set_ylabel("ASR % (lower is better)")
+    n = next(iter(rows.values()))["prompts"]
+    ax.set_title(f"ASR per attack ({n} prompts: one prompt = {100 / n:.0f} points)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -119,13 +153,16 @@ def render_html(results: dict[str, EvalResult], title: str = "erasekit evaluatio
         "<h2>Metrics</h2>",
         table,
     ]
+    chart = robustness_chart(results)
+    if chart:
+        parts.append(f"<h2>Robustness: ASR per attack</h2><img id='robustness' alt='ASR per attack' src='{chart}'>")
     if plot:
         parts.append(f"<h2>ASR vs. FID</h2><img id='asr-fid' alt='ASR vs FID' src='{plot}'>")
     parts.append("<h2>Images (first target prompts, same seeds)</h2>")
     for name, r in results.items():
         parts.append(f"<h3>{html.escape(name)}</h3><div class='grids'>")
-        for key, label in (("original", "original model"), ("erased", "this model"), ("attacked_soft", "soft attack"),
-                           ("attacked_token", "token attack")):  # fmt: skip
+        attacked = [(f"attacked_{k}", f"{k} attack") for k in ("soft", "token", "inversion", "ring-a-bell")]
+        for key, label in (("original", "original model"), ("erased", "this model"), *attacked):
             if key in r.images:
                 parts.append(_grid_html(f"{name}: {label}", r.images[key]))
         adv = r.prompts.get("attacked_token") or r.prompts.get("attacked_soft")
