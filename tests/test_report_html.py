@@ -76,3 +76,18 @@ def test_report_renders_in_headless_chromium(tmp_path) -> None:
     px = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     red = int(((px[..., 0] > 240) & (px[..., 1] < 15) & (px[..., 2] < 15)).sum())
     assert red > 8 * 96 * 96  # at least one grid of eight 96-px red tiles is on screen
+
+
+def test_robustness_table_and_chart_show_every_attack_and_the_worst_case() -> None:
+    from erasekit.eval.harness import robustness
+
+    results = fake_results()
+    for r in results.values():
+        r.metrics["asr_inversion"] = {"asr": 0.5}
+        r.metrics["robustness"] = robustness(r.metrics, ["soft", "token", "inversion"], 50)
+    esd = results["ESD"].metrics["robustness"]
+    assert esd["worst_attack"] == "soft" and esd["worst"] == 0.7 and esd["one_prompt_points"] == 2.0
+    row = next(line for line in markdown_table(results).splitlines() if line.startswith("| ESD"))
+    assert "| 70.0% | 35.0% | 50.0% | n/a | 70.0% |" in row  # soft, token, inversion, ring-a-bell, worst
+    page = render_html(results)
+    assert "id='robustness'" in page and "data:image/png;base64," in page
