@@ -115,3 +115,23 @@ def test_bench_table_reuse_and_reproducibility(tmp_path, monkeypatch, capsys) ->
     strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "training")}  # noqa: E731
     for row in CONFIG["rows"]:
         assert strip(fresh["rows"][row]["metrics"]) == strip(first["rows"][row]["metrics"]), row
+
+
+def test_results_page_is_generated_from_bench_json(tmp_path: Path) -> None:
+    from erasekit.bench.docs import main as docs_main
+
+    card = {
+        "prompt_sets": {"target": {"rows": 50}},
+        "sampler": {"scheduler": "DDIMScheduler", "steps": 25, "guidance": 5},
+    }
+    metrics = {"pre_attack_rate": 0.02, "asr_soft": {"asr": 0.1}, "robustness": {"worst": 0.1, "prompts": 50}}
+    payload = {
+        "commit": "abc1234",
+        "config": {"concept": "circle", "model": "shapes", "seed": 0},
+        "rows": {"AdvUnlearn": {"protocol": card, "metrics": metrics}},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(payload))
+    docs_main([str(tmp_path / "run.json"), "-o", str(tmp_path / "results.md")])
+    page = (tmp_path / "results.md").read_text()
+    assert "`abc1234`" in page and "one prompt = 2 points" in page
+    assert "| AdvUnlearn | 2.0% | 10.0% |" in page  # the figure comes from the JSON, formatted once

@@ -11,31 +11,18 @@ import argparse
 import json
 from pathlib import Path
 
-COLUMNS = (  # (header, metric getter, format)
-    ("circles (pre-attack)", lambda m: m.get("pre_attack_rate"), "{:.0%}"),
-    ("retained acc.", lambda m: m.get("retained_accuracy"), "{:.2f}"),
-    ("FID", lambda m: m.get("fid"), "{:.2f}"),
-    ("FID w/o concept", lambda m: m.get("fid_without_concept"), "{:.2f}"),
-    ("CLIP", lambda m: m.get("clip_score"), "{:.3f}"),
-    ("train s", lambda m: (m.get("training") or {}).get("wall_s"), "{:.0f}"),
-    ("UNet calls / it", lambda m: (m.get("training") or {}).get("unet_calls_per_step"), "{:.2f}"),
-)
-
-
-def _cell(value, fmt: str) -> str:
-    return "n/a" if value is None else fmt.format(value)
+from erasekit.eval.harness import EvalResult
+from erasekit.eval.report import markdown_table
 
 
 def section(payload: dict, name: str) -> str:
     """One bench file as Markdown: the table (ASR per attack, worst case, utility, cost) and its protocol."""
-    rows = payload["rows"]
-    attacks = sorted({k.removeprefix("asr_") for r in rows.values() for k in r["metrics"] if k.startswith("asr_")})
-    head = ["row", *(f"ASR {a}" for a in attacks), "worst", *(c for c, _, _ in COLUMNS)]
-    lines = [f"## {name}", ""]
+    rows = {name: EvalResult(r["protocol"], r["metrics"]) for name, r in payload["rows"].items()}
     cfg = payload["config"]
     first = next(iter(rows.values()))
-    card = first["protocol"]
-    n_att = (first["metrics"].get("robustness") or {}).get("prompts")
+    card = first.card
+    n_att = (first.metrics.get("robustness") or {}).get("prompts")
+    lines = [f"## {name}", ""]
     lines.append(
         f"Commit `{payload.get('commit') or 'unknown'}`; concept `{cfg['concept']}` on `{cfg['model']}`, seed "
         f"{cfg['seed']}; sets: "
@@ -45,13 +32,7 @@ def section(payload: dict, name: str) -> str:
         + (f"; attacks on {n_att} prompts (one prompt = {100 / n_att:.0f} points)" if n_att else "")
         + "."
     )
-    lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row, r in rows.items():
-        m = r["metrics"]
-        asr = [_cell((m.get(f"asr_{a}") or {}).get("asr"), "{:.0%}") for a in attacks]
-        worst = _cell((m.get("robustness") or {}).get("worst"), "{:.0%}")
-        lines.append("| " + " | ".join([row, *asr, worst, *(_cell(get(m), f) for _, get, f in COLUMNS)]) + " |")
-    return "\n".join(lines) + "\n"
+    return "\n".join([*lines, "", markdown_table(rows)]) + "\n"
 
 
 def render(files: list[Path]) -> str:
