@@ -13,11 +13,11 @@ Per token e (B, L, D) at the hooked layer (BOS, position 0, passes through), for
                = e + W_dec (z^ - z)              (injection "add_error": keeps the SAE's error term, as SAeUron)
     out        = e where no gate fired
 
-A concept's own threshold keeps one concept's score scale from deciding for another's (one pooled threshold over
-the union F_erase fired on 43 % of held-out prompts without either concept for circle + red). The "increase"
-score takes out the SAE's own reconstruction error e - e^, which grows on phrasings unlike the calibration
-prompts and moved every "error" score above a threshold calibrated on training templates (red gate: 31 % false
-firing on held-out templates with "error", 2 % with "increase"). With `thresholds=None` every token is erased.
+A concept's own threshold keeps one concept's score scale from deciding for another's (a single pooled threshold
+over the union F_erase fires on prompts without either concept). The "increase" score takes out the SAE's own
+reconstruction error e - e^, which grows on phrasings unlike the calibration prompts and would push every "error"
+score above a threshold calibrated on training templates (docs/history.md has the measurements). With
+`thresholds=None` every token is erased.
 
 The hook acts on hidden states only, so soft embeddings injected at the token-embedding module pass through it,
 and gradients flow through `out` (the gate decision itself is a hard, non-differentiable switch).
