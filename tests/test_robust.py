@@ -1,0 +1,73 @@
+"""The robust method on the shapes world with tiny schedules: both parts written, stage 1 reused by its hash, the
+inversion pool filled against the current model, stage 2's targets from the ORIGINAL encoder."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from safetensors.torch import load_file
+
+from erasekit import load_pipeline
+from erasekit.domains import domain_for, method_config, run_method
+from erasekit.methods import artifact_parts, erased_parts, load_erased, robust
+from erasekit.methods.robust import RobustUnetTrainer, stage1_config
+from erasekit.text import encode, token_ids
+
+TINY = {
+    "steps": 3, "checkpoint_every": 1, "cache_size": 1, "ddim_steps": 4, "retain_batch": 2, "invert_every": 2,
+    "inversion": {"steps": 2}, "attack": {"steps": 1},
+    "stage1": {"steps": 2, "warmup": 1, "cache_size": 1, "ddim_steps": 4, "retain_batch": 2, "attack": {"steps": 1}},
+}  # fmt: skip
+
+
+def test_robust_writes_both_parts_and_reuses_stage1(tmp_path, monkeypatch):
+    domain = domain_for("shapes")
+    cfg, name = method_config(domain, "robust", ["circle"], None, None, TINY)
+    assert name == "shapes/robust" and cfg.anchor == ["square"] and cfg.component == "unet"
+    out = tmp_path / "r"
+    summary = run_method(domain, "robust", cfg, out, progress=False)
+    assert set(artifact_parts(out)) == {"text_encoder", "unet"}
+    assert summary["component"] == "text_encoder+unet" and summary["unet_calls"] > summary["stage1"]["unet_calls"]
+    pool = load_file(str(out / "checkpoint" / "state.safetensors"))
+    assert int(pool["inversion_pool.filled"]) == 2  # iterations 0 and 2 re-inverted (invert_every 2, warm-up 0)
+    assert pool["inversion_pool.emb"][:2].abs().sum() > 0 and pool["inversion_pool.emb"][2:].abs().sum() == 0
+
+    base = load_pipeline("shapes")
+    erased = load_erased("shapes", erased_parts(out))
+    changed = {
+        n for n, p in erased.unet.named_parameters() if not torch.equal(p, dict(base.unet.named_parameters())[n])
+    }
+    assert changed and all("attn2" in n for n in changed)  # stage 2 trained cross-attention only (ESD-x)
+    ids = token_ids(base.tokenizer, ["a circle"])
+    assert not torch.allclose(encode(erased.text_encoder, ids), encode(base.text_encoder, ids))  # stage 1 in place
+
+    # a second run with stage 2 changed reuses stage 1 (same hash), and says so
+    again, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "steps": 4})
+    assert stage1_config(again) == stage1_config(cfg)
+    (out / "checkpoint").rename(tmp_path / "old-checkpoint")
+
+    def retrain(*args, **kwargs):
+        raise AssertionError("stage 1 was retrained although its options did not change")
+
+    monkeypatch.setattr(robust, "AdvUnlearnTrainer", retrain)  # stage 1's trainer, as the robust module sees it
+    second = run_method(domain, "robust", again, out, progress=False)
+    stage1 = json.loads((out / "stage1" / "erasekit.json").read_text())
+    assert second["stage1"]["seconds"] == stage1["seconds"] and second["steps"] == 4
+
+
+def test_stage2_targets_come_from_the_original_encoder():
+    domain = domain_for("shapes")
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, TINY)
+    pipe = load_pipeline("shapes")
+    original = load_pipeline("shapes").text_encoder
+    with torch.no_grad():  # stand-in for stage 1: any change to the pipeline's own encoder
+        for p in pipe.text_encoder.parameters():
+            p.add_(0.01)
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustUnetTrainer(pipe, cfg, original, images)
+    ids = token_ids(pipe.tokenizer, trainer.prompts)
+    with torch.no_grad():
+        assert torch.allclose(trainer.ctx_o, encode(original, ids))  # eq. 2 targets: original encoder
+        assert not torch.allclose(trainer.context(ids), trainer.ctx_o)  # trained rows see the erased encoder
+    assert trainer.x0.shape[0] == 32  # rendered circles, a training seed the evaluation's inversion never uses
