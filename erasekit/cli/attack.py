@@ -18,21 +18,7 @@ import typer
 
 from erasekit.attacks import ATTACKS, AttackConfig, judge, run_attack, save_outcomes
 from erasekit.cli import app
-from erasekit.cli.options import (
-    Artifact,
-    Config,
-    Device,
-    Dtype,
-    Guidance,
-    Json,
-    Model,
-    Patch,
-    SampleSteps,
-    Seed,
-    Sets,
-    TextEncoder,
-    Unet,
-)  # fmt: skip
+from erasekit.cli import options as opt
 from erasekit.config import given, load_recipe, parse_sets, read_yaml, resolve
 from erasekit.domains import domain_for
 from erasekit.errors import ErasekitError
@@ -52,24 +38,24 @@ def attack_options(domain_name: str, yaml_path: Path | None, sets: dict, flags: 
 def attack(
     concept: Annotated[str, typer.Option("--concept", help="The erased concept to bring back.")],
     kind: Annotated[str, typer.Option("--attack", help=f"{' | '.join(ATTACKS)} | all")] = "soft",
-    model: Model = "shapes",
-    artifact: Artifact = None,
-    text_encoder: TextEncoder = None,
-    unet: Unet = None,
-    patch: Patch = None,
+    model: opt.Model = "shapes",
+    artifact: opt.Artifact = None,
+    text_encoder: opt.TextEncoder = None,
+    unet: opt.Unet = None,
+    patch: opt.Patch = None,
     prompts_file: Annotated[Path | None, typer.Option("--prompts", help="Prompt file (.txt or I2P .csv).")] = None,
     n: Annotated[int, typer.Option("-n", help="Number of prompts to attack.", min=1)] = 50,
     detector_model: Annotated[str | None, typer.Option("--detector-model", help="Detector folder or hub id.")] = None,
-    seed: Seed = None,
-    sample_steps: SampleSteps = None,
-    guidance: Guidance = None,
-    config: Config = None,
-    sets: Sets = [],  # noqa: B006
-    device: Device = None,
-    dtype: Dtype = None,
+    seed: opt.Seed = None,
+    sample_steps: opt.SampleSteps = None,
+    guidance: opt.Guidance = None,
+    config: opt.Config = None,
+    sets: opt.Sets = [],  # noqa: B006
+    device: opt.Device = None,
+    dtype: opt.Dtype = None,
     grid: Annotated[Path | None, typer.Option("--grid", help="PNG of before (top) / after (bottom) images.")] = None,
     save: Annotated[Path | None, typer.Option("--save", help="Folder to keep the attack for replay.")] = None,
-    as_json: Json = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Attack MODEL (+ erased parts) on CONCEPT prompts and report the ASR judged by the concept's detector."""
     kinds = list(ATTACKS) if kind == "all" else [kind]

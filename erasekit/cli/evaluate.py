@@ -10,21 +10,7 @@ import typer
 
 from erasekit.attacks import ATTACKS
 from erasekit.cli import app
-from erasekit.cli.options import (
-    Artifact,
-    Config,
-    Device,
-    Dtype,
-    Guidance,
-    Json,
-    Model,
-    Patch,
-    SampleSteps,
-    Seed,
-    Sets,
-    TextEncoder,
-    Unet,
-)  # fmt: skip
+from erasekit.cli import options as opt
 from erasekit.config import deep_merge, parse_sets
 from erasekit.domains import erased_parts, eval_config, run_evaluation
 from erasekit.eval.distributed import finish, is_main_process
@@ -34,11 +20,11 @@ from erasekit.eval.report import markdown_table, write_report
 @app.command()
 def evaluate(
     concept: Annotated[str, typer.Option("--concept", help="Concept to measure (a shapes word, nudity, church, ...).")],
-    model: Model = "shapes",
-    artifact: Artifact = None,
-    text_encoder: TextEncoder = None,
-    unet: Unet = None,
-    patch: Patch = None,
+    model: opt.Model = "shapes",
+    artifact: opt.Artifact = None,
+    text_encoder: opt.TextEncoder = None,
+    unet: opt.Unet = None,
+    patch: opt.Patch = None,
     preset: Annotated[
         str | None, typer.Option("--preset", help="Nudity protocol: unlearndiffatk | itd | six-class.")
     ] = None,
@@ -58,17 +44,17 @@ def evaluate(
     inception_weights: Annotated[
         Path | None, typer.Option("--inception-weights", help="FID Inception weights.")
     ] = None,
-    sample_steps: SampleSteps = None,
-    guidance: Guidance = None,
-    seed: Seed = None,
-    device: Device = None,
-    dtype: Dtype = None,
-    config: Config = None,
-    sets: Sets = [],  # noqa: B006
+    sample_steps: opt.SampleSteps = None,
+    guidance: opt.Guidance = None,
+    seed: opt.Seed = None,
+    device: opt.Device = None,
+    dtype: opt.Dtype = None,
+    config: opt.Config = None,
+    sets: opt.Sets = [],  # noqa: B006
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for result.json and report.html.")] = Path(
         "out/evaluate"
     ),
-    as_json: Json = False,
+    as_json: opt.Json = False,
 ) -> None:
     """Generate, detect, attack and score one model; write result.json and report.html to --output."""
     flags = {

@@ -10,21 +10,7 @@ import typer
 from pydantic import BaseModel, ConfigDict, Field
 
 from erasekit.cli import app
-from erasekit.cli.options import (
-    Artifact,
-    Config,
-    Device,
-    Dtype,
-    Guidance,
-    Json,
-    Model,
-    Patch,
-    SampleSteps,
-    Seed,
-    Sets,
-    TextEncoder,
-    Unet,
-)  # fmt: skip
+from erasekit.cli import options as opt
 from erasekit.config import given, parse_sets, read_yaml, resolve
 from erasekit.generation import generate as run
 from erasekit.imaging import save_grid
@@ -47,21 +33,21 @@ class GenerateConfig(BaseModel):
 @app.command()
 def generate(
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    model: Model = "shapes",
-    artifact: Artifact = None,
-    text_encoder: TextEncoder = None,
-    unet: Unet = None,
-    patch: Patch = None,
+    model: opt.Model = "shapes",
+    artifact: opt.Artifact = None,
+    text_encoder: opt.TextEncoder = None,
+    unet: opt.Unet = None,
+    patch: opt.Patch = None,
     n: Annotated[int | None, typer.Option("-n", help="Number of images.", min=1)] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG grid to write.")] = Path("grid.png"),
-    seed: Seed = None,
-    sample_steps: SampleSteps = None,
-    guidance: Guidance = None,
-    device: Device = None,
-    dtype: Dtype = None,
-    config: Config = None,
-    sets: Sets = [],  # noqa: B006
-    as_json: Json = False,
+    seed: opt.Seed = None,
+    sample_steps: opt.SampleSteps = None,
+    guidance: opt.Guidance = None,
+    device: opt.Device = None,
+    dtype: opt.Dtype = None,
+    config: opt.Config = None,
+    sets: opt.Sets = [],  # noqa: B006
+    as_json: opt.Json = False,
 ) -> None:
     """Generate N images for PROMPT (seeds seed..seed+N-1) and save them as one PNG grid."""
     flags = {"n": n, "seed": seed, "sample_steps": sample_steps, "guidance": guidance}
