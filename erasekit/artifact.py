@@ -14,8 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import UNet2DConditionModel
+from transformers import CLIPTextModel
 
 from erasekit.errors import ErasekitError
+from erasekit.pipeline import SHAPES, bundle_dir
 
 COMPONENTS = ("text_encoder", "unet")
 
@@ -33,11 +36,6 @@ def save_artifact(output: str | Path, component: str, module: torch.nn.Module, i
 
 def load_original_component(spec: str, component: str, dtype: torch.dtype = torch.float32) -> torch.nn.Module:
     """A frozen copy of the base model's `component` ("text_encoder" | "unet") for spec "shapes" | folder | hub id."""
-    from diffusers import UNet2DConditionModel
-    from transformers import CLIPTextModel
-
-    from erasekit.pipeline import SHAPES, bundle_dir
-
     root = str(bundle_dir() / "pipeline") if spec == SHAPES else spec
     cls = CLIPTextModel if component == "text_encoder" else UNet2DConditionModel
     try:

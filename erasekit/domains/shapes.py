@@ -13,7 +13,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 from pydantic import BaseModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
@@ -228,9 +230,6 @@ def image_size(pipe) -> int:
 
 def read_images(folder: str | Path, size: int) -> tuple[torch.Tensor, dict]:
     """(N, 3, size, size) in [0, 1] from a folder of PNG/JPEG files, and the reference card."""
-    import numpy as np
-    from PIL import Image
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ErasekitError(f"reference image folder {folder} does not exist: pass a folder of real images")

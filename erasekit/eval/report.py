@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from erasekit.eval.harness import EvalResult
+from erasekit.imaging import grid
 
 COLUMNS = (  # (header, getter, format)
     ("pre-attack rate", lambda m: m.get("pre_attack_rate"), "{:.1%}"),
@@ -56,8 +57,6 @@ def _png(image) -> str:
 
 
 def _grid_html(label: str, images: torch.Tensor) -> str:
-    from erasekit.imaging import grid
-
     n = min(GRID_COLUMNS, len(images))
     img = grid(images[:n], cols=n, scale=max(1, 96 // images.shape[-1]))
     return f'<figure><img alt="{html.escape(label)}" src="{_png(img)}"><figcaption>{html.escape(label)}</figcaption></figure>'
