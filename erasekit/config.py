@@ -82,7 +82,9 @@ def resolve(cls: type[C], *layers: dict[str, Any]) -> C:
         return cls.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        raise ErasekitError(f"bad value for '{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        where = ".".join(map(str, err["loc"]))
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ErasekitError(f"bad value for '{where}': {msg}" if where else f"bad {cls.__name__}: {msg}") from None
 
 
 def load_config(cls: type[C], yaml_path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> C:

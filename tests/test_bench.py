@@ -62,6 +62,26 @@ def test_a_row_folder_is_reused_only_for_the_same_config(tmp_path, monkeypatch) 
         train_row("ESD", cfg, legacy, progress=False)
 
 
+def test_itd_on_advunlearn_is_fitted_on_that_encoder_and_tied_to_it(tmp_path, monkeypatch) -> None:
+    """ItD+AdvUnlearn used to be the patch fitted on the original encoder attached to the AdvUnlearn one (its gate
+    never fired there): the row now fits ItD on the AdvUnlearn row's encoder and is refused when that row changes."""
+    calls = []
+
+    def fake_run_method(domain, method, config, folder, text_encoder=None, progress=True):
+        calls.append((method, text_encoder))
+        Path(folder).mkdir(parents=True)
+        return {"config_sha256": config_hash(config)}
+
+    monkeypatch.setattr(bench, "run_method", fake_run_method)
+    cfg, folder = BenchConfig(), tmp_path / "ItD+AdvUnlearn"
+    train_row("ItD+AdvUnlearn", cfg, folder, progress=False, base={"config_sha256": "a" * 64})
+    assert calls == [("itd", str(tmp_path / "AdvUnlearn" / "text_encoder"))]
+    assert train_row("ItD+AdvUnlearn", cfg, folder, False, base={"config_sha256": "a" * 64})["reused"] is True
+    with pytest.raises(ErasekitError, match="base row"):
+        train_row("ItD+AdvUnlearn", cfg, folder, False, base={"config_sha256": "b" * 64})
+    assert len(calls) == 1
+
+
 def test_cli_refuses_a_row_folder_of_another_recipe(tmp_path, monkeypatch, capsys) -> None:
     finished_row(tmp_path / "ESD", "0" * 64)
     code, _, _, errors = erasekit(monkeypatch, capsys, "bench", "--rows", "ESD", "-o", tmp_path)

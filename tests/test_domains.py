@@ -16,8 +16,10 @@ from erasekit.domains.shapes import ShapesDomain, concept_prompts, retain_prompt
 from erasekit.errors import ErasekitError
 from erasekit.eval.classifiers import NudeNetDetector
 from erasekit.eval.harness import EvalConfig
+from erasekit.methods import METHODS
 from erasekit.methods.advunlearn import AdvUnlearnConfig
 from erasekit.methods.esd import EsdConfig
+from erasekit.methods.robust import stage1_config
 from erasekit.pipeline import bundle_dir
 from erasekit.world.tokenizer import english_words
 
@@ -74,6 +76,18 @@ def test_sd_refuses_shapes_words_and_picks_recipes_by_kind_of_concept() -> None:
         sd.recipe_name("esd", ["nudity", "church"])
     with pytest.raises(ErasekitError, match="--model shapes"):
         method_config(sd, "esd", ["circle"])  # checked before any recipe is read
+
+
+def test_sd_has_a_recipe_for_every_method_and_kind_and_robust_stage1_is_advunlearn_of_the_kind() -> None:
+    sd = domain_for(SD)
+    for method in METHODS:
+        for concept in ("nudity", "church", "van gogh"):
+            cfg, _ = method_config(sd, method, [concept])  # the recipe exists and validates
+            assert cfg.concepts == [concept]
+    for concept, gamma in (("nudity", 0.3), ("church", 0.5)):
+        cfg, name = method_config(sd, "robust", [concept])
+        assert name == "sd/robust" and cfg.component == "unet" and cfg.stage1["gamma"] == gamma
+        assert stage1_config(cfg).component == "text_encoder" and stage1_config(cfg).steps == 1000
 
 
 def test_shapes_refuses_words_outside_the_world_and_has_one_recipe_per_method() -> None:

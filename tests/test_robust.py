@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from erasekit import load_pipeline
 from erasekit.domains import domain_for, method_config, run_method
+from erasekit.errors import ErasekitError
 from erasekit.methods import artifact_parts, erased_parts, load_erased, robust
 from erasekit.methods.robust import RobustUnetTrainer, stage1_config
-from erasekit.text import encode, token_ids
+from erasekit.text import encode, token_embedding, token_ids
 
 TINY = {
     "steps": 3, "checkpoint_every": 1, "cache_size": 1, "ddim_steps": 4, "retain_batch": 2, "invert_every": 2,
@@ -71,3 +73,30 @@ def test_stage2_targets_come_from_the_original_encoder():
         assert torch.allclose(trainer.ctx_o, encode(original, ids))  # eq. 2 targets: original encoder
         assert not torch.allclose(trainer.context(ids), trainer.ctx_o)  # trained rows see the erased encoder
     assert trainer.x0.shape[0] == 32  # rendered circles, a training seed the evaluation's inversion never uses
+
+
+def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
+    domain = domain_for("shapes")
+    with pytest.raises(ErasekitError, match="bad RobustConfig: inversion_share"):
+        method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_share": 0.8, "unnamed_share": 0.3})
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "unnamed_noise": 0.0})
+    pipe = load_pipeline("shapes")
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    table = token_embedding(pipe.text_encoder).weight.detach()
+    u = trainer.unnamed(6, torch.Generator().manual_seed(0))
+    assert u.shape == (6, cfg.inversion.k, table.shape[1])
+    assert all((table == row).all(1).any() for row in u[:, 0])  # no noise: real vocabulary tokens
+    trainer.config = cfg.model_copy(update={"unnamed_noise": 1.0})
+    noisy = trainer.unnamed(6, torch.Generator().manual_seed(0))
+    assert not any((table == row).all(1).any() for row in noisy[:, 0])  # with noise: between the tokens
+    # every concept row unnamed: the trained model sees the prompts with u where "circle" was
+    trainer.config = cfg.model_copy(update={"inversion_share": 0.0, "unnamed_share": 1.0, "warmup": 0})
+    g = torch.Generator().manual_seed(1)
+    trainer.build_bank()
+    x, t, prompt = trainer.sample_xt(3, g)
+    ctx = trainer.concept_context(0, x, t, prompt, g).detach()  # (the inner attack needs gradients)
+    named = trainer.context(trainer.ids[prompt]).detach()
+    for b, pos in enumerate(trainer.inv_slots.positions[prompt, 0].tolist()):  # causal encoder: the words before
+        assert torch.allclose(ctx[b, :pos], named[b, :pos], atol=1e-5)  # the concept are as named (c* is a prefix)
+        assert not torch.allclose(ctx[b, pos], named[b, pos], atol=1e-3)  # the concept's place is not

@@ -1,8 +1,10 @@
 """`bench`: the table of the AdvUnlearn and ItD papers on the shapes world, one row per method.
 
-Rows: Original, ESD (the paper's ESD-x), AT-ESD (AdvUnlearn with gamma = 0), AdvUnlearn, ItD, ItD + AdvUnlearn (the
-ItD patch attached to the AdvUnlearn text encoder), Robust (AdvUnlearn's encoder + an adversarially erased UNet; its
-stage 1 reuses the AdvUnlearn row when the options agree). Every row is attacked by every attack (a column each). Each trained row resolves its recipe (`ROWS`), trains its
+Rows: Original, ESD (the paper's ESD-x), AT-ESD (AdvUnlearn with gamma = 0), AdvUnlearn, ItD, ItD + AdvUnlearn (ItD
+fitted on the AdvUnlearn text encoder: its SAE, features and gate read that encoder's residual stream, since a gate
+calibrated on the original encoder never fires on the erased one), Robust (AdvUnlearn's encoder + an adversarially
+erased UNet; its stage 1 reuses the AdvUnlearn row when the options agree). Every row is attacked by every attack (a
+column each). Each trained row resolves its recipe (`ROWS`), trains its
 artifact into `<output>/<row>/` and records the resolved config's hash; a finished artifact with the same hash is
 reused, one with another hash is refused (never silently mixed), an interrupted one resumes. Every row is then
 evaluated with one shared EvalConfig, so every row sees the same prompts, seeds and attacks. The bench trains
@@ -29,17 +31,17 @@ from erasekit.eval.harness import EvalResult
 from erasekit.eval.report import markdown_table, write_report
 from erasekit.methods import artifact_parts
 
-# row -> (method, recipe) for trained rows; combined rows take parts of trained ones
+# row -> (method, recipe) of the trained rows (None: the original model)
 ROWS: dict[str, tuple[str, str] | None] = {
     "Original": None,
     "ESD": ("esd", "shapes/esd-paper"),
     "AT-ESD": ("advunlearn", "shapes/advunlearn-atesd"),
     "AdvUnlearn": ("advunlearn", "shapes/advunlearn"),
     "ItD": ("itd", "shapes/itd"),
-    "ItD+AdvUnlearn": None,
+    "ItD+AdvUnlearn": ("itd", "shapes/itd"),
     "Robust": ("robust", "shapes/robust"),
 }
-COMBINED = {"ItD+AdvUnlearn": ("AdvUnlearn", "ItD")}  # (text encoder from, patch from)
+BASES = {"ItD+AdvUnlearn": "AdvUnlearn"}  # row -> the row whose text encoder it is trained on and loaded with
 SUMMARY = "bench-train.json"
 
 
@@ -78,20 +80,22 @@ def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
     )  # fmt: skip
 
 
-def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool) -> dict:
-    """Train the row's artifact into `folder` unless the same config already finished there; its summary."""
+def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: dict | None = None) -> dict:
+    """Train the row's artifact into `folder` unless the same config (on the same base row's artifact, when the row
+    has one: `base` is that row's summary) already finished there; its summary."""
     method, recipe = ROWS[row]
     domain = domain_for(cfg.model)
     options = {"seed": cfg.seed, **cfg.methods.get(row, {})}
     config, _ = method_config(domain, method, [cfg.concept], recipe, None, options)
     digest = config_hash(config)
+    base_digest = base.get("config_sha256") if base else None
     summary_file = folder / SUMMARY
     if summary_file.is_file():
         done = json.loads(summary_file.read_text())
-        if done.get("config_sha256") != digest:
+        if done.get("config_sha256") != digest or done.get("base_sha256") != base_digest:
             raise ErasekitError(
-                f"{folder} holds a {row} artifact made with other options (recipe or --config changed): "
-                f"delete the folder or bench into another -o"
+                f"{folder} holds a {row} artifact made with other options (recipe, --config or its base row "
+                f"changed): delete the folder or bench into another -o"
             )
         return {**done, "reused": True}
     adv = folder.parent / "AdvUnlearn"
@@ -100,8 +104,14 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool) -> dict:
         shutil.copytree(adv / "text_encoder", folder / "stage1" / "text_encoder", dirs_exist_ok=True)
         shutil.copy(adv / "erasekit.json", folder / "stage1" / "erasekit.json")
     t0 = time.perf_counter()
-    summary = run_method(domain, method, config, folder, progress=progress)
-    summary = {**summary, "recipe": recipe, "bench_wall_s": round(time.perf_counter() - t0, 2)}
+    text_encoder = str(folder.parent / BASES[row] / "text_encoder") if row in BASES else None
+    summary = run_method(domain, method, config, folder, text_encoder=text_encoder, progress=progress)
+    summary = {
+        **summary,
+        "recipe": recipe,
+        "base_sha256": base_digest,
+        "bench_wall_s": round(time.perf_counter() - t0, 2),
+    }
     summary_file.write_text(json.dumps(summary, indent=1, default=str))
     return summary
 
@@ -121,14 +131,16 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
 
     def trained_row(row: str) -> dict:
         if row not in trained:
-            trained[row] = train_row(row, cfg, output / row, progress)
+            base = trained_row(BASES[row]) if row in BASES else None
+            trained[row] = train_row(row, cfg, output / row, progress, base)
         return trained[row]
 
     for i, row in enumerate(cfg.rows, start=1):
         console.print(f"[bold]bench {i}/{len(cfg.rows)}: {row}[/bold]")
         parts: dict[str, str] = {}
         training: list[dict] = []
-        for dep in COMBINED.get(row, (row,) if ROWS[row] else ()):
+        deps = ([BASES[row]] if row in BASES else []) + ([row] if ROWS[row] else [])
+        for dep in deps:  # the base row's parts first, the row's own on top
             training.append(trained_row(dep))
             parts.update(artifact_parts(output / dep))
         baseline = results.get("Original")

@@ -71,7 +71,13 @@ def run_method(
         kwargs["dtype"] = resolve_dtype(dtype, dev)
     Path(output).mkdir(parents=True, exist_ok=True)
     summary = module.erase(pipe, config, Path(output), progress=progress, **kwargs)
-    return {**summary, "model": domain.spec, "config_sha256": config_hash(config)}
+    base = {k: v for k, v in (("text_encoder", text_encoder), ("unet", unet)) if v}  # trained on these parts
+    return {
+        **summary,
+        "model": domain.spec,
+        **({"base_parts": base} if base else {}),
+        "config_sha256": config_hash(config),
+    }
 
 
 def eval_config(spec: str, yaml_path: str | Path | None = None, flags: dict[str, Any] | None = None) -> EvalConfig:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from pydantic import BaseModel
 
+from erasekit.config import load_recipe
 from erasekit.domains.base import Domain
 from erasekit.domains.sd_itd import sd_itd_inputs
 from erasekit.domains.shapes import image_size, read_images
@@ -66,6 +67,12 @@ class SdDomain(Domain):
                 f"concepts {concepts} are of different kinds {sorted(found)}: erase them one kind a run"
             )
         return f"sd/{method}-{found.pop()}"
+
+    def recipe_options(self, recipe: dict[str, Any], concepts: list[str]) -> dict[str, Any]:
+        """A robust recipe's empty `stage1` becomes the AdvUnlearn recipe of the concepts' kind."""
+        if recipe.get("stage1") == {}:
+            return {**recipe, "stage1": load_recipe(self.recipe_name("advunlearn", concepts))}
+        return recipe
 
     def fill(self, method: str, config: BaseModel) -> BaseModel:
         if getattr(config, "gamma", 0) > 0 and not config.retain_prompts:

@@ -29,6 +29,7 @@ COLUMNS = (  # (header, getter, format)
     ("CLIP score", lambda m: m.get("clip_score"), "{:.3f}"),
     ("train s", lambda m: (m.get("training") or {}).get("wall_s"), "{:.0f}"),
     ("train UNet evals", lambda m: (m.get("training") or {}).get("unet_rows"), "{:,}"),
+    ("train UNet calls/it", lambda m: (m.get("training") or {}).get("unet_calls_per_step"), "{:.1f}"),
     ("eval s", lambda m: m.get("wall_s"), "{:.1f}"),
     ("eval UNet evals", lambda m: (m.get("unet_evaluations") or {}).get("unet_rows"), "{:,}"),
 )

@@ -11,7 +11,11 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
                - the prompt with a concept-inversion embedding v* in the concept word's place, v* learned by the
                  textual-inversion loss on images of the concept THROUGH the current model (CCE's attack):
                      v* = argmin_v E || eps - eps_theta(x_t(x0) | E_1(caption(v))) ||^2
-                 re-learned from a random start every `invert_every` iterations into a pool of `inversion_pool`.
+                 re-learned from a random start every `invert_every` iterations into a pool of `inversion_pool`,
+               - the prompt with a random embedding u in the concept word's place (random vocabulary token plus
+                 Gaussian noise): the concept left unnamed. Without these rows the erased model still draws the
+                 concept whenever the word's place holds something it does not know, and an inversion attack only
+                 has to find such an embedding, not one that means the concept.
 The text-encoder stage removes the concept from the words; the UNet stage removes what an attacker can still reach
 in the encoder's input-embedding space. The artifact holds both parts (text_encoder/, unet/).
 
@@ -28,13 +32,13 @@ from typing import Literal
 
 import torch
 from diffusers import StableDiffusionPipeline
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from erasekit.attacks.inversion import InversionConfig, concept_latents, learn
 from erasekit.config import config_hash
 from erasekit.generation import generate
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
-from erasekit.text import Slots, build_slots, encode_injected
+from erasekit.text import Slots, build_slots, encode_injected, random_token_embeddings, token_embedding
 
 
 class RobustConfig(AdvUnlearnConfig):
@@ -48,6 +52,14 @@ class RobustConfig(AdvUnlearnConfig):
     invert_every: int = Field(25, ge=1, description="iterations between two new inversion embeddings")
     inversion_pool: int = Field(8, ge=1, description="inversion embeddings kept (the newest)")
     inversion_share: float = Field(0.5, ge=0, le=1, description="share of concept rows trained at an inversion")
+    unnamed_share: float = Field(0.0, ge=0, le=1, description="share of concept rows with a random embedding u")
+    unnamed_noise: float = Field(1.0, ge=0, description="u's Gaussian noise, in units of the token table's std")
+
+    @model_validator(mode="after")
+    def _shares(self) -> RobustConfig:
+        if self.inversion_share + self.unnamed_share > 1:
+            raise ValueError("inversion_share + unnamed_share must be at most 1 (the rest of the rows use c*)")
+        return self
 
 
 class InversionPool(torch.nn.Module):
@@ -97,25 +109,41 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         self.pool.push(emb)
         self.log["inversion"] = losses[-10:].mean().item()
 
+    def unnamed(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """u (n, k, D): random vocabulary tokens plus N(0, (s * std)^2) with s ~ U(0, unnamed_noise) per row, std
+        the token table's per-dimension std; the noise reaches embeddings between and around real tokens."""
+        k = self.config.inversion.k
+        table = token_embedding(self.pair.text_encoder).weight.detach()
+        u = random_token_embeddings(self.pair.text_encoder, (n, k), g)
+        scale = torch.rand(n, 1, 1, generator=g) * self.config.unnamed_noise
+        return u + scale.to(u) * table.std(0) * torch.randn(u.shape, generator=g).to(u)
+
     def concept_context(
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
     ) -> torch.Tensor:
-        """AdvUnlearn's contexts (c* after warm-up), with a share of rows at an inversion embedding v*."""
+        """AdvUnlearn's contexts (c* after warm-up), with a share of rows at an inversion embedding v* and a share
+        at a random embedding u in the concept word's place."""
         cfg = self.config
         ctx = super().concept_context(step, x, t, prompt, g)
         if step < cfg.warmup:
             return ctx
         if (step - cfg.warmup) % cfg.invert_every == 0:
             self.invert(step)
-        rows = torch.rand(len(prompt), generator=g) < cfg.inversion_share
-        if not rows.any():
+        draw = torch.rand(len(prompt), generator=g)
+        inverted = draw < cfg.inversion_share
+        unnamed = (draw >= cfg.inversion_share) & (draw < cfg.inversion_share + cfg.unnamed_share)
+        if not (inverted.any() or unnamed.any()):
             return ctx
-        members = torch.randint(self.pool.members(), (int(rows.sum()),), generator=g)
+        emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
+        emb[inverted] = self.pool.emb[torch.randint(self.pool.members(), (int(inverted.sum()),), generator=g)]
+        emb[unnamed] = self.unnamed(int(unnamed.sum()), g).to(emb)
+        rows = inverted | unnamed
         picked = prompt[rows]
         slots = Slots(self.inv_slots.ids[picked], self.inv_slots.positions[picked], self.inv_slots.mode)
-        inverted = encode_injected(self.pair.text_encoder, slots, self.pool.emb[members].to(ctx.device))
         ctx = ctx.clone()
-        ctx[rows.to(ctx.device)] = inverted.to(ctx.dtype)
+        ctx[rows.to(ctx.device)] = encode_injected(self.pair.text_encoder, slots, emb[rows].to(ctx.device)).to(
+            ctx.dtype
+        )
         return ctx
 
 
