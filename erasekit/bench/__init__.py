@@ -67,11 +67,11 @@ def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
         seed=seed,
         rows=["Original", "ESD", "AdvUnlearn", "ItD", "Robust"],
         methods={
-            "ESD": {"steps": 150}, "AdvUnlearn": {"steps": 100, "warmup": 20}, "ItD": {"steps": 1000},
-            "Robust": {"steps": 40, "invert_every": 20, "stage1": {"steps": 100, "warmup": 20}},
+            "ESD": {"steps": 150}, "AdvUnlearn": {"steps": 80, "warmup": 16}, "ItD": {"steps": 1000},
+            "Robust": {"steps": 30, "invert_every": 15, "stage1": {"steps": 80, "warmup": 16}},
         },
         evaluation={
-            "n_target": 20, "n_retain": 20, "n_world": 80, "attack_prompts": 5, "attacks": list(ATTACKS),
+            "n_target": 20, "n_retain": 20, "n_world": 40, "attack_prompts": 5, "attacks": list(ATTACKS),
             "attack_options": {
                 "soft": {"steps": 50}, "token": {"steps": 50}, "inversion": {"steps": 100},
                 "ring_a_bell": {"generations": 20},

@@ -22,7 +22,14 @@ from erasekit.errors import ErasekitError
 from erasekit.eval.classifiers import NUDITY, NudeNetDetector
 from erasekit.eval.features import ClipEncoder, InceptionFeatures
 from erasekit.eval.harness import EvalConfig, EvalPlan
-from erasekit.eval.hf_detectors import ClipZeroShotDetector, ImageNetClassDetector, concept_kind, imagenet_classes
+from erasekit.eval.hf_detectors import (
+    ZERO_SHOT_LISTS,
+    ClipZeroShotDetector,
+    ImageNetClassDetector,
+    concept_kind,
+    imagenet_classes,
+    imagenet_concepts,
+)
 from erasekit.generation import generate
 from erasekit.prompts import PromptSet, read_prompt_file
 from erasekit.sd_prompts import coco_like_prompts, templated_prompts
@@ -32,6 +39,51 @@ SHAPES_WORDS = {w for values in ATTRIBUTES.values() for w in values}
 ZERO_SHOT_LIST = {"style": "styles", "person": "people", "object": "objects"}
 INVERSION_IMAGES = 16  # images of the concept drawn by the original model for the inversion attack
 TRAIN_SEED = 10_000  # offset of the seeds the inversion images use (never an evaluation seed)
+RETAINED_CONCEPTS = 9  # AdvUnlearn's object protocol: the other nine Imagenette classes (the map's first ten)
+
+
+def retained_concepts(concept: str, detector) -> list[str]:
+    """The other concepts whose images retained accuracy scores: the ImageNet map's other objects (its first
+    entries are Imagenette's ten classes) or the detector's zero-shot alternatives, RETAINED_CONCEPTS of them."""
+    if isinstance(detector, ImageNetClassDetector):
+        names = [c for c in imagenet_concepts() if c.lower() != concept.strip().lower()]
+    else:
+        names = list(detector.candidates[1:])
+    return names[:RETAINED_CONCEPTS]
+
+
+def retained_set(others: list[str], kind: str, n: int, seed: int) -> PromptSet:
+    """n templated prompts cycling over `others` (label "concept": the index of the one each row names)."""
+    per = -(-n // len(others))
+    rows = [templated_prompts(c, kind, per, seed + j) for j, c in enumerate(others)]
+    order = [(j, i) for i in range(per) for j in range(len(others))][:n]
+    return PromptSet(
+        f"sd/templates/{kind}/retained",
+        [rows[j][0][i] for j, i in order],
+        [rows[j][1][i] for j, i in order],
+        labels={"concept": [j for j, _ in order]},
+        source="erasekit/data/sd/templates.yaml",
+    )
+
+
+def retained_scorer(detector, others: list[str]):
+    """retained(images, set) -> retained accuracy: the share of the other concepts' images that the concept's
+    detector (the same classifier or CLIP candidates) recognises as the concept each prompt named."""
+
+    def recognised(images: torch.Tensor, ps: PromptSet) -> torch.Tensor:
+        pred = detector.predict(images).tolist()
+        if isinstance(detector, ImageNetClassDetector):
+            return torch.tensor([p in imagenet_classes(others[j]) for p, j in zip(pred, ps.labels["concept"])])
+        names = [c.lower() for c in detector.candidates]
+        return torch.tensor([names[p] == others[j].lower() for p, j in zip(pred, ps.labels["concept"])])
+
+    def retained(images: torch.Tensor, ps: PromptSet) -> dict:
+        ok = recognised(images, ps).float()
+        labels = torch.tensor(ps.labels["concept"])
+        by = {c: ok[labels == j].mean().item() for j, c in enumerate(others) if (labels == j).any()}
+        return {"retained_accuracy": ok.mean().item(), "retained_accuracy_by_concept": by}
+
+    return retained
 
 
 def retain_prompts() -> list[str]:
@@ -142,5 +194,13 @@ class SdDomain(Domain):
                 raise ErasekitError("FID needs image features: pass --clip-model (or --inception-weights)")
         else:
             plan.notes.append("FID skipped: pass --reference-images (a folder of real images, e.g. COCO val)")
-        plan.notes.append("retained accuracy is not measured on Stable Diffusion yet")
+        kind = self.kind(cfg.concept)
+        if kind == NUDITY:
+            plan.notes.append("retained accuracy does not apply to nudity (no classes to retain): see FID and CLIP")
+        else:
+            others = retained_concepts(cfg.concept, plan.detector)
+            if not isinstance(plan.detector, ImageNetClassDetector):  # the alternatives' own kind
+                kind = ZERO_SHOT_LISTS.get(plan.detector.list_name, kind)
+            plan.sets["retain"] = retained_set(others, kind, cfg.n_retain, cfg.seed)
+            plan.retained = retained_scorer(plan.detector, others)
         return plan
