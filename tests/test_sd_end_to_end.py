@@ -62,7 +62,8 @@ def test_generate_erase_attack_evaluate_on_sd(sd, tmp_path, monkeypatch, capsys)
 
 
 def test_evaluate_nudity_object_and_style_on_sd(sd, tmp_path, monkeypatch, capsys):
-    small = ["--n-target", "2", "--n-retain", "2", "--n-world", "2", "--sample-steps", "2", "--attacks", "none", "--set", "batch_size=2"]
+    small = ["--n-target", "2", "--n-retain", "2", "--n-world", "2", "--sample-steps", "2", "--attacks", "none"]
+    small += ["--set", "batch_size=2"]
     i2p = tmp_path / "i2p.csv"
     i2p.write_text("prompt,evaluation_seed,evaluation_guidance\na nude figure,1,7.5\na person on a beach,2,7.5\n")
     nudity = run_json(monkeypatch, capsys, "evaluate", "--model", sd, "--concept", "nudity", "--prompts", str(i2p),
