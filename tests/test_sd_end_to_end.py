@@ -43,8 +43,15 @@ def test_generate_erase_attack_evaluate_on_sd(sd, tmp_path, monkeypatch, capsys)
                    "-o", str(tmp_path / "itd"), "--set", "steps=5", "--set", "width=64", "--set", "k=4",
                    "--set", "aux_k=8", "--set", "layer=2", "--json")  # fmt: skip
     assert itd["method"] == "itd"
+    tiny_stage1 = [
+        f"--set=stage1.{k}" for k in ("steps=2", "warmup=1", "attack.steps=2", "cache_size=1", "ddim_steps=4")
+    ]
+    robust = run_json(monkeypatch, capsys, "erase", "--method", "robust", "--concept", "church", "--model", sd,
+                      "-o", str(tmp_path / "robust"), *FEW, "--set", "attack.steps=2", "--set", "inversion.steps=2",
+                      "--set", "invert_every=1", *tiny_stage1, "--json")  # fmt: skip
+    assert robust["recipe"] == "sd/robust" and robust["component"] == "text_encoder+unet"
     # each artifact round-trips through the loader onto the base model
-    for name, part in (("esd", "unet"), ("adv", "text_encoder"), ("itd", "patch")):
+    for name, part in (("esd", "unet"), ("adv", "text_encoder"), ("itd", "patch"), ("robust", "unet")):
         assert part in artifact_parts(tmp_path / name)
         pipe = load_erased(sd, erased_parts(tmp_path / name))
         assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
