@@ -40,7 +40,7 @@ def test_robust_writes_both_parts_and_reuses_stage1(tmp_path, monkeypatch):
     changed = {
         n for n, p in erased.unet.named_parameters() if not torch.equal(p, dict(base.unet.named_parameters())[n])
     }
-    assert any("attn2" in n for n in changed) and any("conv" in n for n in changed)  # stage 2: the whole UNet
+    assert changed and all("attn2" in n for n in changed)  # stage 2 trained cross-attention only (ESD-x)
     ids = token_ids(base.tokenizer, ["a circle"])
     assert not torch.allclose(encode(erased.text_encoder, ids), encode(base.text_encoder, ids))  # stage 1 in place
 
