@@ -90,8 +90,8 @@ def test_cli_refuses_a_row_folder_of_another_recipe(tmp_path, monkeypatch, capsy
 
 def test_bench_rows_and_the_demo_table_options() -> None:
     demo, old = demo_config().model_dump(), OLD["demo"]
-    assert demo["rows"] == old["rows"] + ["Robust"]  # the old demo table, plus the robust row
-    assert demo["methods"]["ESD"] == old["methods"]["ESD"] and demo["methods"]["ItD"] == old["methods"]["ItD"]
+    assert demo["rows"] == ["Original", "AdvUnlearn", "ItD", "Robust"]  # the robustness table's rows
+    assert demo["methods"]["ItD"] == old["methods"]["ItD"]
     assert demo["evaluation"]["attacks"] == list(ATTACKS)  # a column per attack
     stage1 = demo["methods"]["Robust"]["stage1"]  # stage 1 = the demo's AdvUnlearn row, so the bench reuses it
     assert stage1 == demo["methods"]["AdvUnlearn"]
