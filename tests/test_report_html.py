@@ -39,7 +39,7 @@ def fake_results() -> dict[str, EvalResult]:
             "unet_evaluations": {"unet_calls": 10, "unet_rows": 12345},
         }
         if name == "ESD":
-            metrics["training"] = {"wall_s": 300.0, "unet_rows": 4000}
+            metrics["training"] = {"wall_s": 300.0, "unet_rows": 4000, "unet_calls_per_step": 10.35}
         card = {"detector": {"name": "test", "threshold": 0.45}, "concept": "circle"}
         out[name] = EvalResult(card, metrics, {"erased": red, "attacked_soft": red}, {"attacked_soft": ["<adv> a"]})
     return out
@@ -49,7 +49,7 @@ def test_markdown_table_formats_rates_and_counts() -> None:
     table = markdown_table(fake_results()).splitlines()
     assert table[0].startswith("| model | pre-attack rate | ASR soft | ASR token |") and len(table) == 4
     assert (
-        "| ESD | 10.0% | 70.0% | 35.0% | n/a | n/a | n/a | 80.0% | 14.50 | 7.25 | 0.250 | 300 | 4,000 | 12.0 | 12,345 |"
+        "| ESD | 10.0% | 70.0% | 35.0% | n/a | n/a | n/a | 80.0% | 14.50 | 7.25 | 0.250 | 300 | 4,000 | 10.3 | 12.0 | 12,345 |"
         in table
     )
     assert table[2].startswith("| Original |") and "| n/a | n/a |" in table[2]  # the original model trains nothing
