@@ -36,7 +36,7 @@ from erasekit.sd_prompts import coco_like_prompts, templated_prompts
 from erasekit.world.prompt_sets import ATTRIBUTES
 
 SHAPES_WORDS = {w for values in ATTRIBUTES.values() for w in values}
-ZERO_SHOT_LIST = {"style": "styles", "person": "people", "object": "objects"}
+ZERO_SHOT_LIST = {kind: name for name, kind in ZERO_SHOT_LISTS.items()}  # kind -> shipped list
 INVERSION_IMAGES = 16  # images of the concept drawn by the original model for the inversion attack
 TRAIN_SEED = 10_000  # offset of the seeds the inversion images use (never an evaluation seed)
 RETAINED_CONCEPTS = 9  # AdvUnlearn's object protocol: the other nine Imagenette classes (the map's first ten)
@@ -70,12 +70,15 @@ def retained_scorer(detector, others: list[str]):
     """retained(images, set) -> retained accuracy: the share of the other concepts' images that the concept's
     detector (the same classifier or CLIP candidates) recognises as the concept each prompt named."""
 
+    if isinstance(detector, ImageNetClassDetector):  # per other concept: the detector outputs that name it
+        accepted = [set(imagenet_classes(c)) for c in others]
+    else:
+        names = [c.lower() for c in detector.candidates]
+        accepted = [{names.index(c.lower())} for c in others]
+
     def recognised(images: torch.Tensor, ps: PromptSet) -> torch.Tensor:
         pred = detector.predict(images).tolist()
-        if isinstance(detector, ImageNetClassDetector):
-            return torch.tensor([p in imagenet_classes(others[j]) for p, j in zip(pred, ps.labels["concept"])])
-        names = [c.lower() for c in detector.candidates]
-        return torch.tensor([names[p] == others[j].lower() for p, j in zip(pred, ps.labels["concept"])])
+        return torch.tensor([p in accepted[j] for p, j in zip(pred, ps.labels["concept"])])
 
     def retained(images: torch.Tensor, ps: PromptSet) -> dict:
         ok = recognised(images, ps).float()

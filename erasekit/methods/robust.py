@@ -13,9 +13,9 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
                      v* = argmin_v E || eps - eps_theta(x_t(x0) | E_1(caption(v))) ||^2
                  re-learned from a random start every `invert_every` iterations into a pool of `inversion_pool`,
                - the prompt with a random embedding u in the concept word's place (random vocabulary token plus
-                 Gaussian noise): the concept left unnamed. Without these rows the erased model still draws the
-                 concept whenever the word's place holds something it does not know, and an inversion attack only
-                 has to find such an embedding, not one that means the concept.
+                 Gaussian noise): the concept left unnamed, trained to the same eq. 2 target, so that the word's
+                 place holding something the model does not know is erased too (`unnamed_share`, 0 in the shipped
+                 recipes; docs/history.md says what it measured).
 The text-encoder stage removes the concept from the words; the UNet stage removes what an attacker can still reach
 in the encoder's input-embedding space. The artifact holds both parts (text_encoder/, unet/).
 
