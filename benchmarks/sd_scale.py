@@ -4,6 +4,8 @@ downloaded.
 
     python benchmarks/sd_scale.py [--device cpu|cuda] [--dtypes fp32 bf16] [--width full|tiny] [--repeats 2]
 
+`--repeats 0` times one cold run per unit (full size on a CPU).
+
 Each measurement runs in its own process (so the peak memory is that unit's): one ESD step (sd/esd-nudity), one
 AdvUnlearn iteration (sd/advunlearn-nudity, cheap schedule, after its trajectory bank; the bank's UNet rows are
 counted and costed from the measured UNet row time), 1,000 ItD SAE activations (sd/itd's SAE on 768-d rows), one
@@ -46,11 +48,18 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def runs(repeats: int) -> int:
+    """How many times `timed` calls fn: the warm-up (when repeats > 0) and the timed runs."""
+    return repeats + 1 if repeats > 0 else 1
+
+
 def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of fn() over `repeats` runs after one warm-up run."""
-    fn()
+    """Median seconds of fn() over `repeats` runs after one warm-up run; repeats 0 times one cold run (full size on
+    a CPU, where a unit takes minutes and the warm-up's one-off costs are small beside it)."""
+    if repeats > 0:
+        fn()
     times = []
-    for _ in range(repeats):
+    for _ in range(max(repeats, 1)):
         sync(device)
         t0 = time.perf_counter()
         fn()
@@ -94,7 +103,7 @@ def measure(stage: str, width: str, device: torch.device, dtype: torch.dtype, re
         before = trainer.counter.calls
         steps = iter(range(10**6))
         out["seconds"] = timed(lambda: train_step(trainer, next(steps)), repeats, device)
-        out["unet_calls_per_unit"] = (trainer.counter.calls - before) / (repeats + 1)
+        out["unet_calls_per_unit"] = (trainer.counter.calls - before) / runs(repeats)
         out["unit"] = "ESD step (partial DDIM x_t)" if stage == "esd" else "AdvUnlearn iteration (cheap)"
         if stage == "advunlearn":
             rows = 2 * 16 * cfg.ddim_steps * 2  # two banks x 16 trajectories (the recipe) x steps x CFG

@@ -1,5 +1,5 @@
 """`erasekit bench` on the bundled world: rows, the config hash that guards reused artifacts, the demo table's
-options, and (slow) the whole table with tiny schedules: reuse and same numbers for a seed."""
+options, and (slow) the whole table with tiny schedules: reused artifacts and evaluations, same numbers for a seed."""
 
 from __future__ import annotations
 
@@ -127,12 +127,20 @@ def test_bench_table_reuse_and_reproducibility(tmp_path, monkeypatch, capsys) ->
     assert first["commit"] is None or len(first["commit"]) >= 7  # the numbers are stamped with the commit
     summary = json.loads((tmp_path / "a" / "ESD" / SUMMARY).read_text())
     assert summary["recipe"] == "shapes/esd-paper" and len(summary["config_sha256"]) == 64
-    code, _, _, again = run(tmp_path / "a")  # same folder: artifacts are reused, not retrained
+    evaluated, real = [], bench.run_evaluation
+    monkeypatch.setattr(
+        bench, "run_evaluation", lambda c, parts, *a: evaluated.append(sorted(parts)) or real(c, parts, *a)
+    )
+    (tmp_path / "a" / "ESD" / bench.EVALUATION).unlink()  # as if interrupted during ESD's evaluation
+    code, _, _, again = run(tmp_path / "a")  # same folder: artifacts are reused, finished evaluations too
     assert code == 0 and again["rows"]["ESD"]["metrics"]["training"]["reused"]
+    assert evaluated == [["text_encoder"]]  # only the unfinished row was evaluated again
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "training")}  # noqa: E731
+    for row in CONFIG["rows"]:
+        assert strip(again["rows"][row]["metrics"]) == strip(first["rows"][row]["metrics"]), row
     code, _, errors, _ = run(tmp_path / "a", "--rows", "ESD", "--set", "methods.ESD.lr=0.002")
     assert code == 2 and len(errors) == 1 and str(tmp_path / "a" / "ESD") in errors[0]  # never silently mixed
     code, _, _, fresh = run(tmp_path / "b")  # a fresh run with the same seed gives the same numbers
-    strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "training")}  # noqa: E731
     for row in CONFIG["rows"]:
         assert strip(fresh["rows"][row]["metrics"]) == strip(first["rows"][row]["metrics"]), row
 

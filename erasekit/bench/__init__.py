@@ -7,12 +7,15 @@ erased UNet; its stage 1 reuses the AdvUnlearn row when the options agree). Ever
 column each). Each trained row resolves its recipe (`ROWS`), trains its
 artifact into `<output>/<row>/` and records the resolved config's hash; a finished artifact with the same hash is
 reused, one with another hash is refused (never silently mixed), an interrupted one resumes. Every row is then
-evaluated with one shared EvalConfig, so every row sees the same prompts, seeds and attacks. The bench trains
+evaluated with one shared EvalConfig, so every row sees the same prompts, seeds and attacks; a row's finished
+evaluation is kept in `<output>/<row>/` (metrics JSON + images in safetensors) under a key of the evaluation options,
+the row's artifact hashes and the package version, so an interrupted bench redoes only the rows it had not finished. The bench trains
 through `erasekit.domains` / `erasekit.methods` and evaluates through `erasekit.eval`; eval never trains.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -21,7 +24,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
+from safetensors.torch import load_file, save_file
 
+from erasekit import __version__
 from erasekit.attacks import ATTACKS
 from erasekit.config import config_hash
 from erasekit.domains import domain_for, eval_config, method_config, run_evaluation, run_method
@@ -43,6 +48,7 @@ ROWS: dict[str, tuple[str, str] | None] = {
 }
 BASES = {"ItD+AdvUnlearn": "AdvUnlearn"}  # row -> the row whose text encoder it is trained on and loaded with
 SUMMARY = "bench-train.json"
+EVALUATION, IMAGES = "bench-eval.json", "bench-eval-images.safetensors"
 
 
 class BenchConfig(BaseModel):
@@ -147,12 +153,47 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
         for dep in deps:  # the base row's parts first, the row's own on top
             training.append(trained_row(dep))
             parts.update(artifact_parts(output / dep))
-        baseline = results.get("Original")
-        result = run_evaluation(eval_config(cfg.model, None, base), parts, progress, baseline)
-        if training:
-            result.metrics["training"] = training_cost(training)
+        evaluation = eval_config(cfg.model, None, base)
+        key = evaluation_key(config_hash(evaluation), training)
+        result = cached_evaluation(output / row, key)
+        if result is None:
+            result = run_evaluation(evaluation, parts, progress, results.get("Original"))
+            if training:
+                result.metrics["training"] = training_cost(training)
+            if is_main_process():
+                save_evaluation(output / row, key, result)
+        else:
+            console.print(f"{row}: evaluation reused from {output / row / EVALUATION}")
         results[row] = result
     return results
+
+
+def evaluation_key(eval_sha256: str, training: list[dict]) -> str:
+    """sha256 of what a row's numbers depend on: the evaluation options, the artifacts' (and base row's) config hashes
+    and the package version (another version may compute a metric differently)."""
+    parts = [eval_sha256, __version__, *(str(t.get("config_sha256")) for t in training)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()
+
+
+def save_evaluation(folder: Path, key: str, result: EvalResult) -> None:
+    """Keep a row's finished evaluation: metrics, card and prompts (JSON), images (safetensors); JSON last, so a
+    half-written pair is never read back."""
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous() for k, v in result.images.items()}, folder / IMAGES)
+    payload = {"key": key, **result.to_json(), "prompts": result.prompts}
+    (folder / EVALUATION).write_text(json.dumps(payload, indent=1, default=str))
+
+
+def cached_evaluation(folder: Path, key: str) -> EvalResult | None:
+    """The row's kept evaluation when it was made under `key` (same options, artifacts and version), else None."""
+    file = folder / EVALUATION
+    if not (file.is_file() and (folder / IMAGES).is_file()):
+        return None
+    payload = json.loads(file.read_text())
+    if payload.get("key") != key:
+        return None
+    images = load_file(folder / IMAGES)
+    return EvalResult(payload["protocol"], payload["metrics"], images, payload["prompts"])
 
 
 def commit() -> str | None:
