@@ -138,6 +138,9 @@ def test_bench_table_reuse_and_reproducibility(tmp_path, monkeypatch, capsys) ->
     strip = lambda m: {k: v for k, v in m.items() if k not in ("wall_s", "training")}  # noqa: E731
     for row in CONFIG["rows"]:
         assert strip(again["rows"][row]["metrics"]) == strip(first["rows"][row]["metrics"]), row
+    monkeypatch.setattr(bench, "code_sha256", lambda: "0" * 64)  # the package changed: evaluate again
+    evaluated.clear()
+    assert run(tmp_path / "a", "--rows", "Original")[0] == 0 and evaluated == [[]]
     code, _, errors, _ = run(tmp_path / "a", "--rows", "ESD", "--set", "methods.ESD.lr=0.002")
     assert code == 2 and len(errors) == 1 and str(tmp_path / "a" / "ESD") in errors[0]  # never silently mixed
     code, _, _, fresh = run(tmp_path / "b")  # a fresh run with the same seed gives the same numbers

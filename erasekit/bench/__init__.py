@@ -9,7 +9,8 @@ artifact into `<output>/<row>/` and records the resolved config's hash; a finish
 reused, one with another hash is refused (never silently mixed), an interrupted one resumes. Every row is then
 evaluated with one shared EvalConfig, so every row sees the same prompts, seeds and attacks; a row's finished
 evaluation is kept in `<output>/<row>/` (metrics JSON + images in safetensors) under a key of the evaluation options,
-the row's artifact hashes and the package version, so an interrupted bench redoes only the rows it had not finished. The bench trains
+the row's artifact hashes and the package's code, so an interrupted bench redoes only the rows it had not finished
+and a changed metric or attack is never read from an older run. The bench trains
 through `erasekit.domains` / `erasekit.methods` and evaluates through `erasekit.eval`; eval never trains.
 """
 
@@ -26,7 +27,6 @@ from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from safetensors.torch import load_file, save_file
 
-from erasekit import __version__
 from erasekit.attacks import ATTACKS
 from erasekit.config import config_hash
 from erasekit.domains import domain_for, eval_config, method_config, run_evaluation, run_method
@@ -168,10 +168,20 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
     return results
 
 
+def code_sha256() -> str:
+    """sha256 of the package's Python sources (paths and contents): any change to a metric, an attack or the sampler
+    changes it, where a version number would not."""
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    for file in sorted(root.rglob("*.py")):
+        digest.update(str(file.relative_to(root)).encode() + b"\0" + file.read_bytes())
+    return digest.hexdigest()
+
+
 def evaluation_key(eval_sha256: str, training: list[dict]) -> str:
     """sha256 of what a row's numbers depend on: the evaluation options, the artifacts' (and base row's) config hashes
-    and the package version (another version may compute a metric differently)."""
-    parts = [eval_sha256, __version__, *(str(t.get("config_sha256")) for t in training)]
+    and the package's code."""
+    parts = [eval_sha256, code_sha256(), *(str(t.get("config_sha256")) for t in training)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
