@@ -71,6 +71,7 @@ def test_generate_writes_grid_and_json(tmp_path):
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["n"] == 4 and summary["sample_steps"] == 3 and summary["parts"] == {}
     assert Image.open(path).size == (128, 128)  # 2x2 tiles of 32 px, upscaled to 64
+    assert "torchvision" not in proc.stderr  # no notice from transformers about a package erasekit does not use
 
 
 @pytest.mark.parametrize(
