@@ -49,23 +49,22 @@ def sync(device: torch.device) -> None:
 
 
 def runs(repeats: int) -> int:
-    """How many times `timed` calls fn: the warm-up (when repeats > 0) and the timed runs."""
+    """How many times `timed` calls fn: one warm-up then `repeats` timed runs; repeats 0 is one cold timed run (full
+    size on a CPU, where a unit takes minutes and the warm-up's one-off costs are small beside it)."""
     return repeats + 1 if repeats > 0 else 1
 
 
 def timed(fn, repeats: int, device: torch.device) -> float:
-    """Median seconds of fn() over `repeats` runs after one warm-up run; repeats 0 times one cold run (full size on
-    a CPU, where a unit takes minutes and the warm-up's one-off costs are small beside it)."""
-    if repeats > 0:
-        fn()
+    """Median seconds of fn() over its timed runs (`runs`: the last max(repeats, 1) calls)."""
     times = []
-    for _ in range(max(repeats, 1)):
+    for _ in range(runs(repeats)):
         sync(device)
         t0 = time.perf_counter()
         fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+    timed_runs = sorted(times[-max(repeats, 1) :])
+    return timed_runs[len(timed_runs) // 2]
 
 
 def train_step(trainer: EsdTrainer, step: int) -> None:

@@ -134,7 +134,8 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
     if domain_for(cfg.model).name != "shapes":
         raise ErasekitError("bench runs on the shapes world only (--model shapes); use `erasekit evaluate` for SD")
     base = {"model": cfg.model, "concept": cfg.concept, "seed": cfg.seed, **cfg.evaluation}
-    eval_config(cfg.model, None, base)  # a typo in `evaluation` fails here, before any training
+    evaluation = eval_config(cfg.model, None, base)  # a typo in `evaluation` fails here, before any training
+    shared_key = [config_hash(evaluation), code_sha256()]  # what every row's numbers depend on
     console = Console(stderr=True, quiet=not progress)
     results: dict[str, EvalResult] = {}
     trained: dict[str, dict] = {}
@@ -153,8 +154,7 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
         for dep in deps:  # the base row's parts first, the row's own on top
             training.append(trained_row(dep))
             parts.update(artifact_parts(output / dep))
-        evaluation = eval_config(cfg.model, None, base)
-        key = evaluation_key(config_hash(evaluation), training)
+        key = evaluation_key(shared_key, training)
         result = cached_evaluation(output / row, key)
         if result is None:
             result = run_evaluation(evaluation, parts, progress, results.get("Original"))
@@ -178,10 +178,10 @@ def code_sha256() -> str:
     return digest.hexdigest()
 
 
-def evaluation_key(eval_sha256: str, training: list[dict]) -> str:
-    """sha256 of what a row's numbers depend on: the evaluation options, the artifacts' (and base row's) config hashes
-    and the package's code."""
-    parts = [eval_sha256, code_sha256(), *(str(t.get("config_sha256")) for t in training)]
+def evaluation_key(shared: list[str], training: list[dict]) -> str:
+    """sha256 of what a row's numbers depend on: `shared` (the evaluation options' and the package code's hashes) and
+    the row's artifacts' (and base row's) config hashes."""
+    parts = [*shared, *(str(t.get("config_sha256")) for t in training)]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()
 
 
@@ -195,7 +195,7 @@ def save_evaluation(folder: Path, key: str, result: EvalResult) -> None:
 
 
 def cached_evaluation(folder: Path, key: str) -> EvalResult | None:
-    """The row's kept evaluation when it was made under `key` (same options, artifacts and version), else None."""
+    """The row's kept evaluation when it was made under `key` (same options, artifacts and code), else None."""
     file = folder / EVALUATION
     if not (file.is_file() and (folder / IMAGES).is_file()):
         return None
