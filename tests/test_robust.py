@@ -100,3 +100,26 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
     for b, pos in enumerate(trainer.inv_slots.positions[prompt, 0].tolist()):  # causal encoder: the words before
         assert torch.allclose(ctx[b, :pos], named[b, :pos], atol=1e-5)  # the concept are as named (c* is a prefix)
         assert not torch.allclose(ctx[b, pos], named[b, pos], atol=1e-3)  # the concept's place is not
+
+
+def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
+    domain = domain_for("shapes")
+    over = {**TINY, "inversion_share": 0.0, "unnamed_share": 1.0, "unnamed_xt": "unnamed", "batch_size": 3}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    pipe = load_pipeline("shapes")
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    trainer.build_bank()
+    bank = trainer.unnamed_bank
+    assert len(bank.latents) == 2 * len(trainer.prompts) and bank.prompt.tolist() == 2 * list(range(len(trainer.prompts)))
+    assert not torch.allclose(bank.latents[:, -1], trainer.bank.latents[:1, -1])  # not the concept's trajectories
+    seen = {}
+    trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()
+    trainer.loss(0, torch.Generator().manual_seed(1))
+    points = bank.latents.flatten(0, 1)  # every x_t the unnamed bank holds
+    assert trainer.unnamed_rows.all()
+    for b in range(3):  # each row's x_t is a point of an unnamed trajectory, and its context names no circle
+        assert (points == seen["x"][b]).flatten(1).all(1).any()
+        named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]
+        pos = int(trainer.inv_slots.positions[seen["prompt"][b], 0])
+        assert not torch.allclose(seen["ctx"][b, pos].detach(), named[pos], atol=1e-3)

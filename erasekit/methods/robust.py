@@ -15,7 +15,10 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
                - the prompt with a random embedding u in the concept word's place (random vocabulary token plus
                  Gaussian noise): the concept left unnamed, trained to the same eq. 2 target, so that the word's
                  place holding something the model does not know is erased too (`unnamed_share`, 0 in the shipped
-                 recipes; docs/history.md says what it measured).
+                 recipes; docs/history.md says what it measured). Their x_t come from the concept prompts'
+                 trajectories, or (`unnamed_xt: unnamed`) from the original model's own trajectories on the prompts
+                 with u in the word's place: those reach the concept at the model's unprompted rate, the floor an
+                 attack that only has to leave the concept unnamed (an inverted token, a random one) stands on.
 The text-encoder stage removes the concept from the words; the UNet stage removes what an attacker can still reach
 in the encoder's input-embedding space. The artifact holds both parts (text_encoder/, unet/).
 
@@ -36,6 +39,7 @@ from pydantic import Field, model_validator
 
 from erasekit.attacks.inversion import InversionConfig, concept_latents, learn
 from erasekit.config import config_hash
+from erasekit.diffusion import TrajectoryBank
 from erasekit.generation import generate
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
 from erasekit.text import Slots, build_slots, encode_injected, random_token_embeddings, token_embedding
@@ -54,6 +58,10 @@ class RobustConfig(AdvUnlearnConfig):
     inversion_share: float = Field(0.5, ge=0, le=1, description="share of concept rows trained at an inversion")
     unnamed_share: float = Field(0.0, ge=0, le=1, description="share of concept rows with a random embedding u")
     unnamed_noise: float = Field(1.0, ge=0, description="u's Gaussian noise, in units of the token table's std")
+    unnamed_xt: Literal["concept", "unnamed"] = Field(
+        "concept", description="x_t of the unnamed rows: the concept prompts' trajectories, or the original "
+        "model's trajectories on the prompts with a random u in the concept word's place"
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> RobustConfig:
@@ -98,6 +106,12 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         inv = config.inversion
         self.pool = InversionPool(config.inversion_pool, inv.k, pipe.text_encoder.config.hidden_size)
         self.inv_slots = build_slots(self.tokenizer, self.prompts, "replace_k", inv.k, config.concepts[0])
+        self.unnamed_rows = torch.zeros(0, dtype=torch.bool)  # (B,): the last concept_context's unnamed rows
+        self.unnamed_bank: TrajectoryBank | None = None  # cached x_t of the unnamed prompts (`unnamed_xt: unnamed`)
+        g = torch.Generator().manual_seed(config.seed * 7 + 4)
+        u = random_token_embeddings(self.pair.text_encoder_o, (len(self.prompts), inv.k), g)
+        with torch.no_grad():  # (P, L, D): each prompt with a random vocabulary token u, original encoder
+            self.unnamed_o = encode_injected(self.pair.text_encoder_o, self.inv_slots, u)
 
     def extra_state(self) -> dict[str, torch.nn.Module]:
         return {**super().extra_state(), "inversion_pool": self.pool}
@@ -118,6 +132,36 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         scale = torch.rand(n, 1, 1, generator=g) * self.config.unnamed_noise
         return u + scale.to(u) * table.std(0) * torch.randn(u.shape, generator=g).to(u)
 
+    def build_bank(self) -> None:
+        """The concept and retain banks; with `unnamed_xt: unnamed`, also the original model's trajectories on the
+        unnamed prompts (`unnamed_o`), two per prompt."""
+        super().build_bank()
+        if self.config.unnamed_xt == "unnamed":
+            self.unnamed_bank = self.make_bank(self.unnamed_o, 2 * len(self.prompts), 4)
+
+    def unnamed_context(self, prompt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """(B, L, D): the trained encoder's context of the prompts (B,) with a fresh u in the concept word's place."""
+        slots = Slots(self.inv_slots.ids[prompt], self.inv_slots.positions[prompt], self.inv_slots.mode)
+        return encode_injected(self.pair.text_encoder, slots, self.unnamed(len(prompt), g))
+
+    def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
+        """Eq. 3 + 6 as AdvUnlearn; with `unnamed_xt: unnamed`, the unnamed rows then take x_t, t and their prompt
+        from the unnamed bank (eq. 2's target is that prompt's, anchored as for every concept row)."""
+        if self.config.unnamed_xt == "concept":
+            return super().loss(step, g)
+        cfg = self.config
+        x, t, prompt = self.sample_xt(cfg.batch_size, g)
+        retain = self.retain_rows(step, g) if cfg.gamma > 0 else None
+        ctx = self.concept_context(step, x, t, prompt, g)
+        rows = self.unnamed_rows
+        if rows.any():
+            xu, tu, pu = self.sample_xt(int(rows.sum()), g, self.unnamed_bank, self.unnamed_o)
+            x, t, prompt, ctx = x.clone(), t.clone(), prompt.clone(), ctx.clone()
+            on = rows.to(x.device)
+            x[on], t[on], prompt[rows] = xu.to(x), tu.to(t), pu.to(prompt)
+            ctx[on] = self.unnamed_context(pu, g).to(ctx.dtype)
+        return self.objective(x, t, prompt, ctx, retain)
+
     def concept_context(
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
     ) -> torch.Tensor:
@@ -132,6 +176,7 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         draw = torch.rand(len(prompt), generator=g)
         inverted = draw < cfg.inversion_share
         unnamed = (draw >= cfg.inversion_share) & (draw < cfg.inversion_share + cfg.unnamed_share)
+        self.unnamed_rows = unnamed
         if not (inverted.any() or unnamed.any()):
             return ctx
         emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
