@@ -111,7 +111,8 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
     trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
     trainer.build_bank()
     bank = trainer.unnamed_bank
-    assert len(bank.latents) == 2 * len(trainer.prompts) and bank.prompt.tolist() == 2 * list(range(len(trainer.prompts)))
+    n = len(trainer.prompts)
+    assert len(bank.latents) == 2 * n and bank.prompt.tolist() == 2 * list(range(n))  # two trajectories per prompt
     assert not torch.allclose(bank.latents[:, -1], trainer.bank.latents[:1, -1])  # not the concept's trajectories
     seen = {}
     trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()

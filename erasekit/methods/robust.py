@@ -59,8 +59,9 @@ class RobustConfig(AdvUnlearnConfig):
     unnamed_share: float = Field(0.0, ge=0, le=1, description="share of concept rows with a random embedding u")
     unnamed_noise: float = Field(1.0, ge=0, description="u's Gaussian noise, in units of the token table's std")
     unnamed_xt: Literal["concept", "unnamed"] = Field(
-        "concept", description="x_t of the unnamed rows: the concept prompts' trajectories, or the original "
-        "model's trajectories on the prompts with a random u in the concept word's place"
+        "concept",
+        description="x_t of the unnamed rows: the concept prompts' trajectories, or the original "
+        "model's trajectories on the prompts with a random u in the concept word's place",
     )
 
     @model_validator(mode="after")
