@@ -76,14 +76,14 @@ def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
         methods={
             "AdvUnlearn": {"steps": 40, "warmup": 8, "cache_size": 16}, "ItD": {"steps": 1000},
             "Robust": {
-                "steps": 20, "cache_size": 16, "invert_every": 10, "inversion": {"steps": 40},
+                "steps": 20, "cache_size": 16, "invert_every": 10, "inversion": {"steps": 60},
                 "stage1": {"steps": 40, "warmup": 8, "cache_size": 16},
             },
         },
         evaluation={
             "n_target": 20, "n_retain": 20, "n_world": 40, "attack_prompts": 5, "attacks": list(ATTACKS),
             "attack_options": {
-                "soft": {"steps": 15}, "token": {"steps": 15}, "inversion": {"steps": 40},
+                "soft": {"steps": 25}, "token": {"steps": 25}, "inversion": {"steps": 60},
                 "ring_a_bell": {"generations": 10},
             },
         },
