@@ -12,7 +12,7 @@ from pathlib import Path
 
 
 def main(out: Path = Path("out/demo"), concept: str = "circle") -> None:
-    from erasekit.cli import quiet_libraries
+    from erasekit.pipeline import quiet_libraries
 
     quiet_libraries()
     from erasekit.bench import bench_report, demo_config, report_path

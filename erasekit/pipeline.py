@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from importlib import resources
 from pathlib import Path
 
 import torch
 from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers.utils import logging as diffusers_logging
 from huggingface_hub import errors as hub_errors
 from transformers import CLIPTextModel
+from transformers.utils import logging as transformers_logging
 
 from erasekit.errors import ErasekitError
 
@@ -34,6 +37,15 @@ DTYPES = {
 # RepositoryNotFoundError and diffusers' offline error; EntryNotFoundError and the hub's HTTP client errors
 # (connect / timeout) are not OSErrors in every huggingface_hub version
 HUB_UNREACHABLE = (OSError, hub_errors.EntryNotFoundError, hub_errors.HTTPError)
+
+
+def quiet_libraries() -> None:
+    """Library chatter (loading bars, optional-backend notices) is not a command's output."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    for lib in (diffusers_logging, transformers_logging):
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
 
 
 def resolve_device(name: str | torch.device | None = None) -> torch.device:

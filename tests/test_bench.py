@@ -146,6 +146,13 @@ def test_bench_table_reuse_and_reproducibility(tmp_path, monkeypatch, capsys) ->
     code, _, _, fresh = run(tmp_path / "b")  # a fresh run with the same seed gives the same numbers
     for row in CONFIG["rows"]:
         assert strip(fresh["rows"][row]["metrics"]) == strip(first["rows"][row]["metrics"]), row
+    code, _, _, side = run(tmp_path / "c", "--jobs", "2")  # rows side by side in two processes: the same table
+    assert code == 0 and side["config"]["jobs"] == 2 and not side["rows"]["ESD"]["metrics"]["training"]["reused"]
+    for row in CONFIG["rows"]:  # one thread per process instead of two: sums in another order, same up to rounding
+        got, want = strip(side["rows"][row]["metrics"]), strip(first["rows"][row]["metrics"])
+        scores = [k for k, v in want.items() if isinstance(v, float)]  # FID, CLIP score; rates are counts
+        assert [got[k] for k in scores] == pytest.approx([want[k] for k in scores], rel=1e-4), row
+        assert {k: v for k, v in got.items() if k not in scores} == {k: v for k, v in want.items() if k not in scores}
 
 
 def test_results_page_is_generated_from_bench_json(tmp_path: Path) -> None:

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import shutil
 import subprocess
 import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
+import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 from safetensors.torch import load_file, save_file
@@ -31,10 +35,11 @@ from erasekit.attacks import ATTACKS
 from erasekit.config import config_hash
 from erasekit.domains import domain_for, eval_config, method_config, run_evaluation, run_method
 from erasekit.errors import ErasekitError
-from erasekit.eval.distributed import finish, is_main_process
-from erasekit.eval.harness import EvalResult
+from erasekit.eval.distributed import finish, is_main_process, world_size
+from erasekit.eval.harness import EvalConfig, EvalResult
 from erasekit.eval.report import markdown_table, write_report
 from erasekit.methods import artifact_parts
+from erasekit.pipeline import quiet_libraries
 
 # row -> (method, recipe) of the trained rows (None: the original model)
 ROWS: dict[str, tuple[str, str] | None] = {
@@ -47,6 +52,7 @@ ROWS: dict[str, tuple[str, str] | None] = {
     "Robust": ("robust", "shapes/robust"),
 }
 BASES = {"ItD+AdvUnlearn": "AdvUnlearn"}  # row -> the row whose text encoder it is trained on and loaded with
+STAGE1 = {"Robust": "AdvUnlearn"}  # row -> the row whose finished artifact is its stage 1 when the options agree
 SUMMARY = "bench-train.json"
 EVALUATION, IMAGES = "bench-eval.json", "bench-eval-images.safetensors"
 
@@ -64,14 +70,23 @@ class BenchConfig(BaseModel):
     evaluation: dict = Field(
         default_factory=lambda: {"attacks": list(ATTACKS)}, description="EvalConfig options shared by all rows"
     )
+    jobs: int = Field(
+        1,
+        ge=1,
+        description="rows trained and evaluated side by side in this many processes, each with its share of the CPU "
+        "threads (a small model keeps two processes of one thread busier than one process of two); another thread "
+        "count rounds sums in another order, so numbers agree with jobs 1 up to that rounding",
+    )
 
 
 def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
     """A few-minute table for `make demo`: the original model, AdvUnlearn, ItD and Robust (the rows the robustness
-    table is about; ESD is in the full bench) with short schedules, small sets and short attacks."""
+    table is about; ESD is in the full bench) with short schedules, small sets and short attacks, two rows at a time
+    where there are two cores."""
     return BenchConfig(
         concept=concept,
         seed=seed,
+        jobs=min(2, os.cpu_count() or 1),
         rows=["Original", "AdvUnlearn", "ItD", "Robust"],
         methods={
             "AdvUnlearn": {"steps": 40, "warmup": 8, "cache_size": 16}, "ItD": {"steps": 1000},
@@ -108,11 +123,11 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: di
                 f"changed): delete the folder or bench into another -o"
             )
         return {**done, "reused": True}
-    adv = folder.parent / "AdvUnlearn"
-    if method == "robust" and (adv / SUMMARY).is_file():  # stage 1 is the AdvUnlearn row when the hashes agree
+    stage1 = folder.parent / STAGE1.get(row, "")
+    if row in STAGE1 and (stage1 / SUMMARY).is_file():  # the method reuses it when the hashes agree
         (folder / "stage1").mkdir(parents=True, exist_ok=True)
-        shutil.copytree(adv / "text_encoder", folder / "stage1" / "text_encoder", dirs_exist_ok=True)
-        shutil.copy(adv / "erasekit.json", folder / "stage1" / "erasekit.json")
+        shutil.copytree(stage1 / "text_encoder", folder / "stage1" / "text_encoder", dirs_exist_ok=True)
+        shutil.copy(stage1 / "erasekit.json", folder / "stage1" / "erasekit.json")
     t0 = time.perf_counter()
     text_encoder = str(folder.parent / BASES[row] / "text_encoder") if row in BASES else None
     summary = run_method(domain, method, config, folder, text_encoder=text_encoder, progress=progress)
@@ -136,6 +151,10 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
     base = {"model": cfg.model, "concept": cfg.concept, "seed": cfg.seed, **cfg.evaluation}
     evaluation = eval_config(cfg.model, None, base)  # a typo in `evaluation` fails here, before any training
     shared_key = [config_hash(evaluation), code_sha256()]  # what every row's numbers depend on
+    if cfg.jobs > 1:
+        if world_size() > 1:
+            raise ErasekitError("bench jobs > 1 starts its own processes: run it without accelerate launch or jobs 1")
+        run_side_by_side(cfg, output, evaluation, shared_key, progress)
     console = Console(stderr=True, quiet=not progress)
     results: dict[str, EvalResult] = {}
     trained: dict[str, dict] = {}
@@ -148,24 +167,97 @@ def run_bench(cfg: BenchConfig, output: Path, progress: bool = True) -> dict[str
 
     for i, row in enumerate(cfg.rows, start=1):
         console.print(f"[bold]bench {i}/{len(cfg.rows)}: {row}[/bold]")
-        parts: dict[str, str] = {}
-        training: list[dict] = []
-        deps = ([BASES[row]] if row in BASES else []) + ([row] if ROWS[row] else [])
-        for dep in deps:  # the base row's parts first, the row's own on top
-            training.append(trained_row(dep))
-            parts.update(artifact_parts(output / dep))
-        key = evaluation_key(shared_key, training)
-        result = cached_evaluation(output / row, key)
-        if result is None:
-            result = run_evaluation(evaluation, parts, progress, results.get("Original"))
-            if training:
-                result.metrics["training"] = training_cost(training)
-            if is_main_process():
-                save_evaluation(output / row, key, result)
-        else:
-            console.print(f"{row}: evaluation reused from {output / row / EVALUATION}")
-        results[row] = result
+        training = [trained_row(dep) for dep in row_parts(row)]
+        results[row] = evaluate_row(row, output, evaluation, shared_key, training, results.get("Original"), progress)
     return results
+
+
+def row_parts(row: str) -> list[str]:
+    """The rows whose artifacts make up `row`'s model: its base row's first, its own on top."""
+    return ([BASES[row]] if row in BASES else []) + ([row] if ROWS[row] else [])
+
+
+def evaluate_row(
+    row: str,
+    output: Path,
+    evaluation: EvalConfig,
+    shared_key: list[str],
+    training: list[dict],
+    baseline: EvalResult | None,
+    progress: bool,
+) -> EvalResult:
+    """The row's evaluation: the one kept in its folder when made under the same key, else a fresh one (then kept).
+    `training`: the summaries of `row_parts(row)`; `baseline`: the Original row's result, whose images are reused."""
+    key = evaluation_key(shared_key, training)
+    result = cached_evaluation(output / row, key)
+    if result is not None:
+        Console(stderr=True, quiet=not progress).print(f"{row}: evaluation reused from {output / row / EVALUATION}")
+        return result
+    parts: dict[str, str] = {}
+    for dep in row_parts(row):
+        parts.update(artifact_parts(output / dep))
+    result = run_evaluation(evaluation, parts, progress, baseline)
+    if training:
+        result.metrics["training"] = training_cost(training)
+    if is_main_process():
+        save_evaluation(output / row, key, result)
+    return result
+
+
+def run_side_by_side(
+    cfg: BenchConfig, output: Path, evaluation: EvalConfig, shared_key: list[str], progress: bool
+) -> None:
+    """Train and evaluate `cfg.rows` in `cfg.jobs` processes, each task as soon as what it needs is done: a row's
+    base and stage-1 rows trained before it, its parts before its evaluation, the Original row's evaluation (whose
+    images the others reuse) before the others'. Every result lands in the row folders, where the serial pass of
+    `run_bench` finds it; a worker's error is raised here once the tasks already running have finished (and kept)."""
+    console = Console(stderr=True, quiet=not progress)
+    trained = list(dict.fromkeys(dep for row in cfg.rows for dep in row_parts(row)))
+    needs: dict[tuple[str, str], list[tuple[str, str]]] = {
+        ("train", r): [("train", d) for d in (BASES.get(r), STAGE1.get(r)) if d in trained] for r in trained
+    }
+    for r in cfg.rows:
+        first = ["Original"] if r != "Original" and "Original" in cfg.rows else []
+        needs[("evaluate", r)] = [("train", d) for d in row_parts(r)] + [("evaluate", d) for d in first]
+    threads = max(1, torch.get_num_threads() // cfg.jobs)
+    console.print(f"[bold]bench: {len(needs)} tasks in {cfg.jobs} processes of {threads} thread(s)[/bold]")
+    done: dict[tuple[str, str], dict | None] = {}
+    running: dict[Future, tuple[str, str]] = {}
+    spawn = multiprocessing.get_context("spawn")  # a fork of a process with OpenMP threads can hang
+    with ProcessPoolExecutor(cfg.jobs, mp_context=spawn, initializer=start_worker, initargs=(threads,)) as pool:
+        while len(done) < len(needs):
+            for task, deps in needs.items():
+                if len(running) < cfg.jobs and task not in done and task not in running.values():
+                    if all(d in done for d in deps):
+                        kind, row = task
+                        if kind == "train":
+                            base = done[("train", BASES[row])] if row in BASES else None
+                            future = pool.submit(train_row, row, cfg, output / row, False, base)
+                        else:
+                            training = [done[("train", d)] for d in row_parts(row)]
+                            future = pool.submit(evaluate_in_worker, row, output, evaluation, shared_key, training)
+                        running[future] = task
+                        console.print(f"{kind} {row}: started")
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = running.pop(future)
+                done[task] = future.result()
+                console.print(f"{task[0]} {task[1]}: done")
+
+
+def start_worker(threads: int) -> None:
+    """A worker process of `run_side_by_side`: its share of the threads, and no library chatter."""
+    torch.set_num_threads(threads)
+    quiet_libraries()
+
+
+def evaluate_in_worker(
+    row: str, output: Path, evaluation: EvalConfig, shared_key: list[str], training: list[dict]
+) -> None:
+    """`evaluate_row` in a worker process of `run_side_by_side`; the Original row's kept evaluation (when there is
+    one) is the baseline, as the serial pass would hand it over. Nothing is returned: the result is in the folder."""
+    baseline = cached_evaluation(output / "Original", evaluation_key(shared_key, []))
+    evaluate_row(row, output, evaluation, shared_key, training, baseline, progress=False)
 
 
 def code_sha256() -> str:

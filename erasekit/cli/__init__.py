@@ -7,7 +7,6 @@ and turns an ErasekitError into one red line and exit code 2.
 from __future__ import annotations
 
 import importlib
-import os
 import pkgutil
 import sys
 
@@ -15,6 +14,7 @@ import typer
 from rich.console import Console
 
 from erasekit.errors import ErasekitError
+from erasekit.pipeline import quiet_libraries
 
 app = typer.Typer(help="Robust concept erasure for text-to-image diffusion models.", no_args_is_help=True)
 err_console = Console(stderr=True)
@@ -28,18 +28,6 @@ def _root() -> None:
 def _register_commands() -> None:
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         importlib.import_module(f"{__name__}.{info.name}")
-
-
-def quiet_libraries() -> None:
-    """Library chatter (loading bars, optional-backend notices) is not the command's output."""
-    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for lib in (diffusers_logging, transformers_logging):
-        lib.set_verbosity_error()
-        lib.disable_progress_bar()
 
 
 def main() -> None:

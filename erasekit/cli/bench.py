@@ -26,12 +26,15 @@ def bench(
         Path, typer.Option("-o", "--output", help="Folder for artifacts, bench.json, report.html.")
     ] = Path("out/bench"),
     quick: Annotated[bool, typer.Option("--quick", help="Short schedules and small sets (the demo's table).")] = False,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", min=1, help="Rows trained and evaluated side by side in N processes.")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Train (or reuse) each row's artifact in --output, evaluate all rows alike, print the table."""
     row_list = [r.strip() for r in rows.split(",") if r.strip()] if rows else None
     quick_layer = demo_config().model_dump(exclude={"concept", "seed"}) if quick else {}
-    flags = given({"model": model, "concept": concept, "seed": seed, "rows": row_list})
+    flags = given({"model": model, "concept": concept, "seed": seed, "rows": row_list, "jobs": jobs})
     cfg = resolve(BenchConfig, quick_layer, read_yaml(config) if config else {}, parse_sets(sets), flags)
     payload = bench_report(cfg, output, progress=not as_json)
     if payload is None:  # not the main process
