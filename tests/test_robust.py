@@ -95,7 +95,7 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
     g = torch.Generator().manual_seed(1)
     trainer.build_bank()
     x, t, prompt = trainer.sample_xt(3, g)
-    ctx = trainer.concept_context(0, x, t, prompt, g).detach()  # (the inner attack needs gradients)
+    ctx = trainer.concept_rows(0, x, t, prompt, g)[3].detach()  # (the inner attack needs gradients)
     named = trainer.context(trainer.ids[prompt]).detach()
     for b, pos in enumerate(trainer.inv_slots.positions[prompt, 0].tolist()):  # causal encoder: the words before
         assert torch.allclose(ctx[b, :pos], named[b, :pos], atol=1e-5)  # the concept are as named (c* is a prefix)
@@ -118,7 +118,6 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
     trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()
     trainer.loss(0, torch.Generator().manual_seed(1))
     points = bank.latents.flatten(0, 1)  # every x_t the unnamed bank holds
-    assert trainer.unnamed_rows.all()
     for b in range(3):  # each row's x_t is a point of an unnamed trajectory, and its context names no circle
         assert (points == seen["x"][b]).flatten(1).all(1).any()
         named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]

@@ -24,8 +24,9 @@ Recipes (the options per domain and kind of concept) are YAML files in `erasekit
 is in docs/results.md.
 
 `EsdTrainer` is the engine AdvUnlearn reuses: `concept_context(...)` (the context the concept rows are trained
-at) is the one thing a subclass changes, `extra_state()` adds modules to the checkpoint, and the UNet-evaluation
-counter, checkpoint/resume, mixed precision and the artifact writing are shared.
+at) is what a subclass changes, `concept_rows(...)` also their x_t where they follow other trajectories,
+`extra_state()` adds modules to the checkpoint, and the UNet-evaluation counter, checkpoint/resume, mixed precision
+and the artifact writing are shared.
 """
 
 from __future__ import annotations
@@ -263,12 +264,19 @@ class EsdTrainer:
         """(B, L, D) context the trained model sees for the concept rows: the concept prompts (ESD)."""
         return self.context(self.ids[prompt])
 
+    def concept_rows(
+        self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The concept rows of eq. 3 as (x_t (B, C, h, w), t (B,), prompt (B,), context (B, L, D)): the sampled x_t
+        at `concept_context`; a method whose rows follow other trajectories replaces some of them."""
+        return x, t, prompt, self.concept_context(step, x, t, prompt, g)
+
     def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
         """Eq. 3 on a batch of x_t (+ gamma times the retain term of eq. 6), in one UNet call per model."""
         cfg = self.config
         x, t, prompt = self.sample_xt(cfg.batch_size, g)
         retain = self.retain_rows(step, g) if cfg.gamma > 0 else None
-        return self.objective(x, t, prompt, self.concept_context(step, x, t, prompt, g), retain)
+        return self.objective(*self.concept_rows(step, x, t, prompt, g), retain)
 
     def objective(
         self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, ctx: torch.Tensor, retain: Retain | None

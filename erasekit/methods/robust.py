@@ -107,7 +107,6 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         inv = config.inversion
         self.pool = InversionPool(config.inversion_pool, inv.k, pipe.text_encoder.config.hidden_size)
         self.inv_slots = build_slots(self.tokenizer, self.prompts, "replace_k", inv.k, config.concepts[0])
-        self.unnamed_rows = torch.zeros(0, dtype=torch.bool)  # (B,): the last concept_context's unnamed rows
         self.unnamed_bank: TrajectoryBank | None = None  # cached x_t of the unnamed prompts (`unnamed_xt: unnamed`)
         g = torch.Generator().manual_seed(config.seed * 7 + 4)
         u = random_token_embeddings(self.pair.text_encoder_o, (len(self.prompts), inv.k), g)
@@ -140,48 +139,30 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         if self.config.unnamed_xt == "unnamed":
             self.unnamed_bank = self.make_bank(self.unnamed_o, 2 * len(self.prompts), 4)
 
-    def unnamed_context(self, prompt: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """(B, L, D): the trained encoder's context of the prompts (B,) with a fresh u in the concept word's place."""
-        slots = Slots(self.inv_slots.ids[prompt], self.inv_slots.positions[prompt], self.inv_slots.mode)
-        return encode_injected(self.pair.text_encoder, slots, self.unnamed(len(prompt), g))
-
-    def loss(self, step: int, g: torch.Generator) -> torch.Tensor:
-        """Eq. 3 + 6 as AdvUnlearn; with `unnamed_xt: unnamed`, the unnamed rows then take x_t, t and their prompt
-        from the unnamed bank (eq. 2's target is that prompt's, anchored as for every concept row)."""
-        if self.config.unnamed_xt == "concept":
-            return super().loss(step, g)
-        cfg = self.config
-        x, t, prompt = self.sample_xt(cfg.batch_size, g)
-        retain = self.retain_rows(step, g) if cfg.gamma > 0 else None
-        ctx = self.concept_context(step, x, t, prompt, g)
-        rows = self.unnamed_rows
-        if rows.any():
-            xu, tu, pu = self.sample_xt(int(rows.sum()), g, self.unnamed_bank, self.unnamed_o)
-            x, t, prompt, ctx = x.clone(), t.clone(), prompt.clone(), ctx.clone()
-            on = rows.to(x.device)
-            x[on], t[on], prompt[rows] = xu.to(x), tu.to(t), pu.to(prompt)
-            ctx[on] = self.unnamed_context(pu, g).to(ctx.dtype)
-        return self.objective(x, t, prompt, ctx, retain)
-
-    def concept_context(
+    def concept_rows(
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
-    ) -> torch.Tensor:
-        """AdvUnlearn's contexts (c* after warm-up), with a share of rows at an inversion embedding v* and a share
-        at a random embedding u in the concept word's place."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """AdvUnlearn's rows (c* after warm-up), with a share at an inversion embedding v* and a share at a random
+        embedding u in the concept word's place. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt
+        from the unnamed bank; eq. 2's target is then that prompt's, anchored as for every concept row."""
         cfg = self.config
-        ctx = super().concept_context(step, x, t, prompt, g)
+        ctx = self.concept_context(step, x, t, prompt, g)
         if step < cfg.warmup:
-            return ctx
+            return x, t, prompt, ctx
         if (step - cfg.warmup) % cfg.invert_every == 0:
             self.invert(step)
         draw = torch.rand(len(prompt), generator=g)
         inverted = draw < cfg.inversion_share
         unnamed = (draw >= cfg.inversion_share) & (draw < cfg.inversion_share + cfg.unnamed_share)
-        self.unnamed_rows = unnamed
         if not (inverted.any() or unnamed.any()):
-            return ctx
+            return x, t, prompt, ctx
         emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
         emb[inverted] = self.pool.emb[torch.randint(self.pool.members(), (int(inverted.sum()),), generator=g)]
+        if cfg.unnamed_xt == "unnamed" and unnamed.any():
+            xu, tu, pu = self.sample_xt(int(unnamed.sum()), g, self.unnamed_bank, self.unnamed_o)
+            x, t, prompt = x.clone(), t.clone(), prompt.clone()
+            on = unnamed.to(x.device)
+            x[on], t[on], prompt[unnamed] = xu.to(x), tu.to(t), pu.to(prompt)
         emb[unnamed] = self.unnamed(int(unnamed.sum()), g).to(emb)
         rows = inverted | unnamed
         picked = prompt[rows]
@@ -190,7 +171,7 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         ctx[rows.to(ctx.device)] = encode_injected(self.pair.text_encoder, slots, emb[rows].to(ctx.device)).to(
             ctx.dtype
         )
-        return ctx
+        return x, t, prompt, ctx
 
 
 def stage1_config(config: RobustConfig) -> AdvUnlearnConfig:
