@@ -173,3 +173,14 @@ def test_results_page_is_generated_from_bench_json(tmp_path: Path) -> None:
     page = (tmp_path / "results.md").read_text()
     assert "`abc1234`" in page and "one prompt = 2 points" in page
     assert "| AdvUnlearn | 2.0% | 10.0% |" in page  # the figure comes from the JSON, formatted once
+
+
+def test_code_hash_follows_the_code_not_its_docstrings(tmp_path: Path) -> None:
+    (tmp_path / "m.py").write_text('"""A module."""\n\ndef f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n')
+    before = bench.code_sha256(tmp_path)
+    (tmp_path / "m.py").write_text('"""Reworded."""\n\ndef f(x):\n    """x, doubled."""\n    return 2 * x\n')
+    assert bench.code_sha256(tmp_path) == before  # docstrings and comments are not the code
+    (tmp_path / "m.py").write_text('"""Reworded."""\n\ndef f(x):\n    """x, doubled."""\n    return 3 * x\n')
+    assert bench.code_sha256(tmp_path) != before
+    (tmp_path / "n.py").write_text("")
+    assert bench.code_sha256(tmp_path) != before  # a new module too

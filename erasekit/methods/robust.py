@@ -14,8 +14,8 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
                  re-learned from a random start every `invert_every` iterations into a pool of `inversion_pool`,
                - the prompt with a random embedding u in the concept word's place (random vocabulary token plus
                  Gaussian noise): the concept left unnamed, trained to the same eq. 2 target, so that the word's
-                 place holding something the model does not know is erased too (`unnamed_share`, 0 in the shipped
-                 recipes; docs/history.md says what it measured). Their x_t come from the concept prompts'
+                 place holding something the model does not know is erased too (`unnamed_share`; docs/history.md
+                 says what each share measured). Their x_t come from the concept prompts'
                  trajectories, or (`unnamed_xt: unnamed`) from the original model's own trajectories on the prompts
                  with u in the word's place: those reach the concept at the model's unprompted rate, the floor an
                  attack that only has to leave the concept unnamed (an inverted token, a random one) stands on.
