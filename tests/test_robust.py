@@ -118,6 +118,7 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
     trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()
     trainer.loss(0, torch.Generator().manual_seed(1))
     points = bank.latents.flatten(0, 1)  # every x_t the unnamed bank holds
+    assert len(seen["x"]) == 3 and all((points == x).flatten(1).all(1).any() for x in seen["x"])  # all rows unnamed
     for b in range(3):  # each row's x_t is a point of an unnamed trajectory, and its context names no circle
         assert (points == seen["x"][b]).flatten(1).all(1).any()
         named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]

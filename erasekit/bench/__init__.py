@@ -126,8 +126,8 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: di
                 f"changed): delete the folder or bench into another -o"
             )
         return {**done, "reused": True}
-    stage1 = folder.parent / STAGE1.get(row, "")
-    if row in STAGE1 and (stage1 / SUMMARY).is_file():  # the method reuses it when the hashes agree
+    stage1 = folder.parent / STAGE1[row] if row in STAGE1 else None
+    if stage1 is not None and (stage1 / SUMMARY).is_file():  # the method reuses it when the hashes agree
         (folder / "stage1").mkdir(parents=True, exist_ok=True)
         shutil.copytree(stage1 / "text_encoder", folder / "stage1" / "text_encoder", dirs_exist_ok=True)
         shutil.copy(stage1 / "erasekit.json", folder / "stage1" / "erasekit.json")
