@@ -124,3 +124,33 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
         named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]
         pos = int(trainer.inv_slots.positions[seen["prompt"][b], 0])
         assert not torch.allclose(seen["ctx"][b, pos].detach(), named[pos], atol=1e-3)
+
+
+def test_inversion_restarts_afresh_every_nth_time_and_else_continues_from_the_newest(monkeypatch):
+    domain = domain_for("shapes")
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2})
+    pipe = load_pipeline("shapes")
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    starts = []
+
+    def record(pipe, x0, config, seed, start=None):
+        starts.append(start)
+        return torch.full((config.k, trainer.pool.emb.shape[-1]), float(len(starts))), torch.zeros(1)
+
+    monkeypatch.setattr(robust, "learn", record)
+    for step in range(4):
+        trainer.invert(step)
+    assert starts[0] is None and starts[2] is None  # the 1st and 3rd start afresh
+    assert torch.equal(starts[1], torch.full_like(starts[1], 1.0))  # the 2nd continues from the 1st's v*
+    assert torch.equal(starts[3], torch.full_like(starts[3], 3.0))  # the 4th from the 3rd's
+
+
+def test_inversion_continues_from_a_given_start():
+    pipe = load_pipeline("shapes")
+    x0 = torch.randn(2, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
+    start = token_embedding(pipe.text_encoder).weight[5:6].detach().clone()
+    config = robust.InversionConfig(steps=1, lr=1e-4)
+    emb, _ = robust.learn(pipe, x0, config, seed=0, start=start)
+    assert emb.shape == start.shape and 0 < (emb - start).abs().max() <= 1.5e-4  # one Adam step from start
+    assert torch.equal(start, token_embedding(pipe.text_encoder).weight[5:6])  # the start is not changed in place

@@ -96,17 +96,24 @@ def initial_embeddings(
 
 
 def learn(
-    pipe: StableDiffusionPipeline, x0: torch.Tensor, config: InversionConfig, seed: int, bar: Progress | None = None
+    pipe: StableDiffusionPipeline,
+    x0: torch.Tensor,
+    config: InversionConfig,
+    seed: int,
+    bar: Progress | None = None,
+    start: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(learned embeddings (k, D) float32 on CPU, training loss per step (steps,)) from concept latents x0 (N, C, h, w).
 
     Each step draws `batch_size` (image, caption template, t ~ U[0, T), eps) with a generator seeded by `seed`;
     Adam updates the embeddings only (the model's own .grad is left alone). `bar`: a live progress display to add
-    a task to.
+    a task to. `start` (k, D): embeddings to continue from instead of `config.init` (an adversarial-training inner
+    attack warm-started at its previous solution).
     """
     g = torch.Generator().manual_seed(seed)
     captions = template_slots(pipe.tokenizer, config.templates, config.k)
-    emb = initial_embeddings(pipe, config, g).to(pipe.device).requires_grad_(True)
+    first = initial_embeddings(pipe, config, g) if start is None else start.float()
+    emb = first.to(pipe.device).clone().requires_grad_(True)
     adam = torch.optim.Adam([emb], lr=config.lr)
     n_train = pipe.scheduler.config.num_train_timesteps
     losses = torch.zeros(config.steps)

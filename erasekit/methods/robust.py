@@ -11,7 +11,8 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
                - the prompt with a concept-inversion embedding v* in the concept word's place, v* learned by the
                  textual-inversion loss on images of the concept THROUGH the current model (CCE's attack):
                      v* = argmin_v E || eps - eps_theta(x_t(x0) | E_1(caption(v))) ||^2
-                 re-learned from a random start every `invert_every` iterations into a pool of `inversion_pool`,
+                 re-learned every `invert_every` iterations into a pool of `inversion_pool`, from a random start
+                 every `inversion_restart`-th time and from the newest v* otherwise (warm-started, as AdvUnlearn's c*),
                - the prompt with a random embedding u in the concept word's place (random vocabulary token plus
                  Gaussian noise): the concept left unnamed, trained to the same eq. 2 target, so that the word's
                  place holding something the model does not know is erased too (`unnamed_share`; docs/history.md
@@ -55,6 +56,12 @@ class RobustConfig(AdvUnlearnConfig):
     inversion: InversionConfig = InversionConfig(steps=100)
     invert_every: int = Field(25, ge=1, description="iterations between two new inversion embeddings")
     inversion_pool: int = Field(8, ge=1, description="inversion embeddings kept (the newest)")
+    inversion_restart: int = Field(
+        1,
+        ge=1,
+        description="every n-th inversion starts afresh (`inversion.init`); the others continue from the newest "
+        "v* against the current model (1: always afresh, as CCE's attack)",
+    )
     inversion_share: float = Field(0.5, ge=0, le=1, description="share of concept rows trained at an inversion")
     unnamed_share: float = Field(0.0, ge=0, le=1, description="share of concept rows with a random embedding u")
     unnamed_noise: float = Field(1.0, ge=0, description="u's Gaussian noise, in units of the token table's std")
@@ -78,6 +85,10 @@ class InversionPool(torch.nn.Module):
         super().__init__()
         self.register_buffer("emb", torch.zeros(size, k, dim))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def newest(self) -> torch.Tensor:
+        """(k, D): the last pushed embeddings."""
+        return self.emb[(int(self.filled) - 1) % len(self.emb)].clone()
 
     def push(self, emb: torch.Tensor) -> None:
         slot = int(self.filled) % len(self.emb)
@@ -117,9 +128,13 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         return {**super().extra_state(), "inversion_pool": self.pool}
 
     def invert(self, step: int) -> None:
-        """Learn a new v* against the current model (the textual-inversion loss on the concept latents)."""
+        """Learn a new v* against the current model (the textual-inversion loss on the concept latents), afresh every
+        `inversion_restart`-th time, else continuing from the newest v*: a chain of n inversions gives the model an
+        attacker with n times the steps, one that tracks the model as it changes."""
         seed = self.config.seed * 1_000_003 + step
-        emb, losses = learn(self.pipe, self.x0, self.config.inversion, seed)
+        fresh = int(self.pool.filled) % self.config.inversion_restart == 0
+        start = None if fresh else self.pool.newest()
+        emb, losses = learn(self.pipe, self.x0, self.config.inversion, seed, start=start)
         self.pool.push(emb)
         self.log["inversion"] = losses[-10:].mean().item()
 
@@ -143,7 +158,8 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """AdvUnlearn's rows (c* after warm-up), with a share at an inversion embedding v* and a share at a random
-        embedding u in the concept word's place. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt
+        embedding u in the concept word's place. The inner attack runs on every row, also those v* or u then take:
+        the c* it finds go back to the pool (warm starts), which so keeps AdvUnlearn's update rate per member. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt
         from the unnamed bank; eq. 2's target is then that prompt's, anchored as for every concept row."""
         cfg = self.config
         ctx = self.concept_context(step, x, t, prompt, g)
