@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# One training seed of a robust recipe, measured as docs/history.md reports it: erase (resumable), then the
+# package's four attacks at their defaults (50 held-out circle prompts) and the utility evaluation.
+#   bash benchmarks/robust_seed.sh RECIPE.yaml TAG SEED      # writes runs/TAG-sSEED/ and runs/TAG-sSEED-*.json
+# Each finished step is skipped on a rerun; the erase resumes from its checkpoint.
+set -euo pipefail
+recipe=$1 tag=$2 seed=$3
+bin=${BIN:-.venv/bin}
+out=runs/$tag-s$seed
+mkdir -p runs
+test -f "$out/erasekit.json" || "$bin/erasekit" erase --method robust --concept circle --recipe "$recipe" \
+  --seed "$seed" -o "$out" --json > "$out.erase.json"
+for attack in ${ATTACKS:-inversion soft token ring-a-bell}; do
+  test -s "$out-$attack.json" || { "$bin/erasekit" attack --artifact "$out" --concept circle --attack "$attack" \
+    --json > "$out-$attack.tmp" && mv "$out-$attack.tmp" "$out-$attack.json"; }
+done
+test -s "$out-eval.json" || { "$bin/erasekit" evaluate --artifact "$out" --concept circle --attacks none -o "$out-eval" \
+  --json > "$out-eval.tmp" && mv "$out-eval.tmp" "$out-eval.json"; }

@@ -1,0 +1,49 @@
+"""The per-seed table of docs/history.md from the files `benchmarks/robust_seed.sh` writes.
+
+    python benchmarks/robust_seeds_table.py runs/rob13-s0 runs/rob13-s1 runs/rob13-s2
+
+A cell is '-' where that step has not run (yet). Circles = the evaluation's pre-attack rate on the held-out circle
+prompts, other shapes = its retained accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ATTACKS = ("soft", "token", "inversion", "ring-a-bell")
+
+
+def load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() and path.stat().st_size else None
+
+
+def row(run: Path) -> list[str]:
+    cells = []
+    for attack in ATTACKS:
+        result = load(run.with_name(f"{run.name}-{attack}.json"))
+        cells.append(f"{result['attacks'][attack]['asr']:.0%}" if result else "-")
+    evaluation = load(run.with_name(f"{run.name}-eval.json"))
+    metrics = (evaluation or {}).get("metrics", {})
+    formats = (("pre_attack_rate", "{:.0%}"), ("retained_accuracy", "{:.2f}"), ("fid", "{:.2f}"),
+               ("fid_without_concept", "{:.2f}"))  # fmt: skip
+    cells += [f.format(metrics[k]) if metrics.get(k) is not None else "-" for k, f in formats]
+    summary = load(run / "erasekit.json") or {}
+    cells.append(f"{summary['seconds']:.0f}" if "seconds" in summary else "-")
+    return cells
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", type=Path, help="runs/TAG-sSEED folders")
+    args = parser.parse_args()
+    header = ["run", *ATTACKS, "circles", "other shapes", "FID", "FID w/o circles", "train s"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for run in args.runs:
+        print("| " + " | ".join([run.name, *row(run)]) + " |")
+
+
+if __name__ == "__main__":
+    main()
