@@ -158,9 +158,10 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """AdvUnlearn's rows (c* after warm-up), with a share at an inversion embedding v* and a share at a random
-        embedding u in the concept word's place. The inner attack runs on every row, also those v* or u then take:
-        the c* it finds go back to the pool (warm starts), which so keeps AdvUnlearn's update rate per member. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt
-        from the unnamed bank; eq. 2's target is then that prompt's, anchored as for every concept row."""
+        embedding u in the concept word's place. The soft inner attack runs on every row, including those that then
+        take v* or u: the c* it finds go back to the pool as warm starts, so each pool member is refreshed as often as
+        in AdvUnlearn. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt from the unnamed bank;
+        eq. 2's target is then that prompt's, anchored as for every concept row."""
         cfg = self.config
         ctx = self.concept_context(step, x, t, prompt, g)
         if step < cfg.warmup:
