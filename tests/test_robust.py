@@ -126,6 +126,32 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
         assert not torch.allclose(seen["ctx"][b, pos].detach(), named[pos], atol=1e-3)
 
 
+def test_removed_rows_see_the_prompts_without_the_concept_word_on_their_own_trajectories():
+    domain = domain_for("shapes")
+    with pytest.raises(ErasekitError, match="removed_share must be at most 1"):
+        method_config(domain, "robust", ["circle"], None, None, {**TINY, "unnamed_share": 0.5, "removed_share": 0.6})
+    over = {**TINY, "inversion_share": 0.0, "unnamed_share": 0.0, "removed_share": 1.0, "batch_size": 3}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    pipe = load_pipeline("shapes")
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    trainer.build_bank()
+    bank = trainer.removed_bank
+    n = len(trainer.prompts)
+    assert len(bank.latents) == 2 * n and bank.prompt.tolist() == 2 * list(range(n))  # two trajectories per prompt
+    seen = {}
+    trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()
+    trainer.loss(0, torch.Generator().manual_seed(1))
+    points = bank.latents.flatten(0, 1)
+    for b in range(3):  # each row: a point of a trajectory of the prompts without "circle", and that prompt's context
+        assert (points == seen["x"][b]).flatten(1).all(1).any()
+        text = trainer.prompts[int(seen["prompt"][b])]
+        assert "circle" in text
+        unsaid = " ".join(text.replace("circle", "").split())
+        expected = encode(pipe.text_encoder, token_ids(pipe.tokenizer, [unsaid]))[0]
+        assert torch.allclose(seen["ctx"][b].detach(), expected, atol=1e-5)
+
+
 def test_inversion_restarts_afresh_every_nth_time_and_else_continues_from_the_newest(monkeypatch):
     domain = domain_for("shapes")
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2})

@@ -185,10 +185,16 @@ class EsdTrainer:
 
     def anchor_prompts(self) -> list[list[str]]:
         """Per anchor word, the training prompts with the concept word replaced by it (eq. 2's reference prompts)."""
+        return self.replaced_prompts(self.config.anchor)
+
+    def replaced_prompts(self, words: list[str]) -> list[list[str]]:
+        """Per word, the training prompts with the concept word replaced by it ('' deletes it)."""
         word = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in self.config.concepts) + r")\b")
         if not any(word.search(p) for p in self.prompts):
-            raise ErasekitError("anchor needs training prompts that name the concept: give --set prompts=[...]")
-        out = [[" ".join(word.sub(a, p).split()) for p in self.prompts] for a in self.config.anchor]
+            raise ErasekitError(
+                "prompts with the concept replaced need training prompts that name it: give --set prompts=[...]"
+            )
+        out = [[" ".join(word.sub(a, p).split()) for p in self.prompts] for a in words]
         check_prompts(self.tokenizer, [p for ps in out for p in ps])
         return out
 

@@ -19,7 +19,10 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
                  says what each share measured). Their x_t come from the concept prompts'
                  trajectories, or (`unnamed_xt: unnamed`) from the original model's own trajectories on the prompts
                  with u in the word's place: those reach the concept at the model's unprompted rate, the floor an
-                 attack that only has to leave the concept unnamed (an inverted token, a random one) stands on.
+                 attack that only has to leave the concept unnamed (an inverted token, a random one) stands on,
+               - the prompt with the concept word deleted (`removed_share`), on the original model's trajectories
+                 for that prompt: the concept left unsaid, which a model whose default is the concept (the
+                 shapes world's is, for a shape) draws without being asked; the eq. 2 target is the named prompt's.
 The text-encoder stage removes the concept from the words; the UNet stage removes what an attacker can still reach
 in the encoder's input-embedding space. The artifact holds both parts (text_encoder/, unet/).
 
@@ -43,7 +46,15 @@ from erasekit.config import config_hash
 from erasekit.diffusion import TrajectoryBank
 from erasekit.generation import generate
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
-from erasekit.text import Slots, build_slots, encode_injected, random_token_embeddings, token_embedding
+from erasekit.text import (
+    Slots,
+    build_slots,
+    encode,
+    encode_injected,
+    random_token_embeddings,
+    token_embedding,
+    token_ids,
+)
 
 
 class RobustConfig(AdvUnlearnConfig):
@@ -70,11 +81,20 @@ class RobustConfig(AdvUnlearnConfig):
         description="x_t of the unnamed rows: the concept prompts' trajectories, or the original "
         "model's trajectories on the prompts with a random u in the concept word's place",
     )
+    removed_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="share of concept rows whose prompt has the concept word deleted (the concept left unsaid), on "
+        "the original model's trajectories for those prompts",
+    )
 
     @model_validator(mode="after")
     def _shares(self) -> RobustConfig:
-        if self.inversion_share + self.unnamed_share > 1:
-            raise ValueError("inversion_share + unnamed_share must be at most 1 (the rest of the rows use c*)")
+        if self.inversion_share + self.unnamed_share + self.removed_share > 1:
+            raise ValueError(
+                "inversion_share + unnamed_share + removed_share must be at most 1 (the rest of the rows use c*)"
+            )
         return self
 
 
@@ -123,6 +143,12 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         u = random_token_embeddings(self.pair.text_encoder_o, (len(self.prompts), inv.k), g)
         with torch.no_grad():  # (P, L, D): each prompt with a random vocabulary token u, original encoder
             self.unnamed_o = encode_injected(self.pair.text_encoder_o, self.inv_slots, u)
+        self.removed_bank: TrajectoryBank | None = None  # cached x_t of the prompts without the concept word
+        if config.removed_share > 0:
+            ids = token_ids(self.tokenizer, self.replaced_prompts([""])[0])
+            with torch.no_grad():  # (P, L, D): each prompt with the concept word deleted, original / stage-1 encoder
+                self.removed_o = encode(self.pair.text_encoder_o, ids)
+                self.removed = encode(self.pair.text_encoder, ids)
 
     def extra_state(self) -> dict[str, torch.nn.Module]:
         return {**super().extra_state(), "inversion_pool": self.pool}
@@ -153,6 +179,8 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         super().build_bank()
         if self.config.unnamed_xt == "unnamed":
             self.unnamed_bank = self.make_bank(self.unnamed_o, 2 * len(self.prompts), 4)
+        if self.config.removed_share > 0:
+            self.removed_bank = self.make_bank(self.removed_o, 2 * len(self.prompts), 5)
 
     def concept_rows(
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
@@ -160,8 +188,9 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         """AdvUnlearn's rows (c* after warm-up), with a share at an inversion embedding v* and a share at a random
         embedding u in the concept word's place. The soft inner attack runs on every row, including those that then
         take v* or u: the c* it finds go back to the pool as warm starts, so each pool member is refreshed as often as
-        in AdvUnlearn. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt from the unnamed bank;
-        eq. 2's target is then that prompt's, anchored as for every concept row."""
+        in AdvUnlearn. With `unnamed_xt: unnamed` the u rows take x_t, t and their prompt from the unnamed bank, and
+        the removed rows (`removed_share`) take them from the bank of the prompts without the concept word; eq. 2's
+        target is then that prompt's, anchored as for every concept row."""
         cfg = self.config
         ctx = self.concept_context(step, x, t, prompt, g)
         if step < cfg.warmup:
@@ -171,6 +200,14 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
         draw = torch.rand(len(prompt), generator=g)
         inverted = draw < cfg.inversion_share
         unnamed = (draw >= cfg.inversion_share) & (draw < cfg.inversion_share + cfg.unnamed_share)
+        edge = cfg.inversion_share + cfg.unnamed_share
+        removed = (draw >= edge) & (draw < edge + cfg.removed_share)
+        if removed.any():
+            xr, tr, pr = self.sample_xt(int(removed.sum()), g, self.removed_bank, self.removed_o)
+            x, t, prompt, ctx = x.clone(), t.clone(), prompt.clone(), ctx.clone()
+            on = removed.to(x.device)
+            x[on], t[on], prompt[removed] = xr.to(x), tr.to(t), pr.to(prompt)
+            ctx[removed.to(ctx.device)] = self.removed[pr].to(ctx)
         if not (inverted.any() or unnamed.any()):
             return x, t, prompt, ctx
         emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
