@@ -146,6 +146,37 @@ def test_inversion_attack_run(shapes_pipe):
         run_attack(shapes_pipe, None, prompts, [3, 4], "inversion", cfg, "circle")
 
 
+def test_inversion_restarts_keep_per_prompt_the_first_flagged_else_the_lowest_loss(shapes_pipe, monkeypatch):
+    cfg = AttackConfig(inversion={"steps": 4}, restarts=2, seed=5, **TINY)
+    seeds = []
+
+    def learn(pipe, x0, opts, seed, bar=None):  # restart r: embeddings filled with 100 r, final loss 1 - r / 2
+        seeds.append(seed)
+        r = (seed - 5) // attacks.RESTART_SEED
+        return torch.full((1, 64), 100.0 * r), torch.full((opts.steps,), 1.0 - r / 2)
+
+    def draw(pipe, prompts, ss, embs, modes, concept, sampling):  # an image tells its seed and restart
+        return torch.stack([torch.full((3, 32, 32), float(s) + e[0, 0].item()) for s, e in zip(ss, embs)])
+
+    monkeypatch.setattr(attacks.inversion, "learn", learn)
+    monkeypatch.setattr(attacks, "draw_embedded", draw)
+    prompts = ["a red circle on a blue background", "a green circle"]
+    hits = {3.0, 103.0, 104.0}  # seed 3 at restart 0, and both seeds at restart 1
+
+    def detector(images):
+        return torch.tensor([images[i, 0, 0, 0].item() in hits for i in range(len(images))])
+
+    outs = run_attack(shapes_pipe, None, prompts, [3, 4], "inversion", cfg, "circle", False, detector,
+                      concept_images=circles(4, 1))  # fmt: skip
+    assert seeds == [5, 5 + attacks.RESTART_SEED]
+    assert [o.embeddings[0, 0].item() for o in outs] == [0.0, 100.0]  # the first restart that worked, per prompt
+    assert [o.loss for o in outs] == [1.0, 0.5] and outs.card["restarts"] == 2
+    assert judge(outs, detector)["asr"] == 1.0
+    outs = run_attack(shapes_pipe, None, prompts, [3, 4], "inversion", cfg, "circle", concept_images=circles(4, 1))
+    assert [o.embeddings[0, 0].item() for o in outs] == [100.0, 100.0]  # no detector: the lowest final loss
+    assert "lowest final loss" in outs.card["restart_rule"]
+
+
 def test_ring_a_bell(shapes_pipe):
     tok, te = shapes_pipe.tokenizer, shapes_pipe.text_encoder
     pairs = ring_a_bell.concept_pairs(PROMPTS, "circle", ["a {} shown"])

@@ -11,7 +11,8 @@ Entry points (for the CLI and the evaluation code):
         kind      one of ATTACKS:
                   "soft"        k continuous embeddings per prompt (eq. 4), white-box
                   "token"       k real tokens per prompt (UnlearnDiffAtk), white-box
-                  "inversion"   k embeddings learned once on `concept_images` through the erased model (CCE)
+                  "inversion"   k embeddings learned once on `concept_images` through the erased model (CCE);
+                                with `restarts` R, R of them, each prompt keeping the first that works
                   "ring-a-bell" k real tokens per prompt that move the ORIGINAL encoder's output along the
                                 concept direction (Ring-A-Bell), model-agnostic
         Soft and token attack each prompt on its own, on the original model's DDIM trajectory for
@@ -72,6 +73,7 @@ __all__ = [
 ]
 
 ATTACKS = ("soft", "token", "inversion", "ring-a-bell")
+RESTART_SEED = 100_003  # seed offset of an inversion restart (restart 0 = the attack seed itself)
 SCORE_DRAWS = 4  # fixed trajectory points that rank restarts: eq. 4 on one random point is too noisy to compare
 Detector = Callable[[torch.Tensor], torch.Tensor]
 
@@ -93,7 +95,8 @@ class AttackConfig(BaseModel):
     # current candidate and keep the first that the detector flags (0: judge only the final candidate).
     check_every: int = Field(25, ge=0)
     # soft, token: each prompt is attacked from this many random starts and keeps its best (first flagged, else
-    # lowest eq. 4 on SCORE_DRAWS fixed trajectory points)
+    # lowest eq. 4 on SCORE_DRAWS fixed trajectory points); inversion: this many embeddings learned (see
+    # _prepare_inversion)
     restarts: int = Field(1, ge=1)
 
     @property
@@ -271,35 +274,56 @@ def _prepare_optimised(kind, pipe, pair, config, concept, detector, vocabulary, 
     return attack, extra
 
 
-def _prepare_inversion(pipe, config, concept, concept_images, bar: Progress) -> tuple[Callable, dict]:
-    """Inversion: learn the embeddings once (CCE), then put them in every prompt."""
+def _prepare_inversion(pipe, config, concept, concept_images, detector, bar: Progress) -> tuple[Callable, dict]:
+    """Inversion: learn the embeddings once (CCE), then put them in every prompt. With `restarts` R > 1, R
+    embeddings are learned from seeds seed + RESTART_SEED * r; a prompt keeps the first whose image the detector
+    flags (the soft / token attacks' rule), else the first; without a detector every prompt takes the embeddings of
+    the lowest final loss."""
     if concept_images is None:
         raise ErasekitError(
             "the inversion attack needs images of the concept: pass concept_images (N, 3, H, W) in [0, 1]"
         )
     opts = config.inversion
     x0 = inversion.concept_latents(pipe, concept_images)
-    emb, losses = inversion.learn(pipe, x0, opts, config.seed, bar)
     tail = max(1, opts.steps // 10)  # one step's loss on batch_size random draws is noisy: report a mean
-    final = losses[-tail:].mean().item()
+    learned = [inversion.learn(pipe, x0, opts, config.seed + RESTART_SEED * r, bar) for r in range(config.restarts)]
+    embs = [emb for emb, _ in learned]
+    finals = [losses[-tail:].mean().item() for _, losses in learned]
+    if detector is None:
+        best = min(range(len(embs)), key=finals.__getitem__)
+        embs, finals = [embs[best]], [finals[best]]
 
     def attack(prompts: list[str], seeds: list[int], before: torch.Tensor) -> list[AttackOutcome]:
         modes = [inversion.placement(pipe.tokenizer, p, concept) for p in prompts]
-        after = draw_embedded(pipe, prompts, seeds, [emb] * len(prompts), modes, concept, config.sampling)
+        pick = [0] * len(prompts)
+        after = draw_embedded(pipe, prompts, seeds, [embs[0]] * len(prompts), modes, concept, config.sampling)
+        for r in range(1, len(embs)):
+            todo = [i for i, hit in enumerate(detector(after).cpu().bool().tolist()) if not hit]
+            if not todo:
+                break
+            again = draw_embedded(
+                pipe, [prompts[i] for i in todo], [seeds[i] for i in todo], [embs[r]] * len(todo),
+                [modes[i] for i in todo], concept, config.sampling,
+            )  # fmt: skip
+            for j, i in enumerate(todo):
+                after[i], pick[i] = again[j], r
         return [
-            AttackOutcome(p, s, "inversion", marked_prompt(p, m, opts.k, concept), final, before[i], after[i],
-                          embeddings=emb, mode=m)
-            for i, (p, s, m) in enumerate(zip(prompts, seeds, modes, strict=True))
+            AttackOutcome(p, s, "inversion", marked_prompt(p, m, opts.k, concept), finals[r], before[i], after[i],
+                          embeddings=embs[r], mode=m)
+            for i, (p, s, m, r) in enumerate(zip(prompts, seeds, modes, pick, strict=True))
         ]  # fmt: skip
 
     extra = {
         "images": len(concept_images),
-        "loss_first": losses[:tail].mean().item(),
-        "loss_last": final,
+        "loss_first": learned[0][1][:tail].mean().item(),
+        "loss_last": finals[0],
+        "restarts": config.restarts,
+        "restart_rule": "first restart whose image the detector flags, per prompt"
+        if detector is not None
+        else "the restart of the lowest final loss, for every prompt",
         "learned": "once for the whole prompt set, through the erased model, then applied to every prompt",
         "placement": "replace_k where the prompt names the concept, else prefix_k",
         "check_every": "does not apply (nothing is optimised per prompt)",
-        "restarts": "does not apply",
     }
     return attack, extra
 
@@ -381,7 +405,7 @@ def run_attack(
             "sampler": sampler_card(pipe, config.sampling, replaced), "seed": config.seed,
         }  # fmt: skip
         if kind == "inversion":
-            attack, extra = _prepare_inversion(pipe, config, concept, concept_images, bar)
+            attack, extra = _prepare_inversion(pipe, config, concept, concept_images, detector, bar)
         elif kind == "ring-a-bell":
             attack, extra = _prepare_ring_a_bell(pipe, pair, prompts, config, concept, vocabulary, g)
         else:
