@@ -102,22 +102,27 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
         assert not torch.allclose(ctx[b, pos], named[b, pos], atol=1e-3)  # the concept's place is not
 
 
-def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
+def rows_on_own_bank(over: dict, bank: str) -> tuple[RobustUnetTrainer, torch.Tensor, dict]:
+    """A stage-2 trainer with `over`, the points of its bank `bank` (two trajectories per training prompt, checked)
+    and what one loss step's objective saw (3 rows)."""
     domain = domain_for("shapes")
-    over = {**TINY, "inversion_share": 0.0, "unnamed_share": 1.0, "unnamed_xt": "unnamed", "batch_size": 3}
-    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
-    pipe = load_pipeline("shapes")
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_share": 0.0, **over})
     images = domain.method_inputs("robust", cfg)["concept_images"]
-    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    trainer = RobustUnetTrainer(load_pipeline("shapes"), cfg, load_pipeline("shapes").text_encoder, images)
     trainer.build_bank()
-    bank = trainer.unnamed_bank
+    cached = getattr(trainer, bank)
     n = len(trainer.prompts)
-    assert len(bank.latents) == 2 * n and bank.prompt.tolist() == 2 * list(range(n))  # two trajectories per prompt
-    assert not torch.allclose(bank.latents[:, -1], trainer.bank.latents[:1, -1])  # not the concept's trajectories
+    assert len(cached.latents) == 2 * n and cached.prompt.tolist() == 2 * list(range(n))
+    assert not torch.allclose(cached.latents[:, -1], trainer.bank.latents[:1, -1])  # not the concept's trajectories
     seen = {}
     trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()
     trainer.loss(0, torch.Generator().manual_seed(1))
-    points = bank.latents.flatten(0, 1)  # every x_t the unnamed bank holds
+    return trainer, cached.latents.flatten(0, 1), seen
+
+
+def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
+    over = {"unnamed_share": 1.0, "unnamed_xt": "unnamed", "batch_size": 3}
+    trainer, points, seen = rows_on_own_bank(over, "unnamed_bank")  # points: every x_t the unnamed bank holds
     assert len(seen["x"]) == 3 and all((points == x).flatten(1).all(1).any() for x in seen["x"])  # all rows unnamed
     for b in range(3):  # each row's x_t is a point of an unnamed trajectory, and its context names no circle
         assert (points == seen["x"][b]).flatten(1).all(1).any()
@@ -127,22 +132,14 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
 
 
 def test_removed_rows_see_the_prompts_without_the_concept_word_on_their_own_trajectories():
-    domain = domain_for("shapes")
     with pytest.raises(ErasekitError, match="removed_share must be at most 1"):
-        method_config(domain, "robust", ["circle"], None, None, {**TINY, "unnamed_share": 0.5, "removed_share": 0.6})
-    over = {**TINY, "inversion_share": 0.0, "unnamed_share": 0.0, "removed_share": 1.0, "batch_size": 3}
-    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
-    pipe = load_pipeline("shapes")
-    images = domain.method_inputs("robust", cfg)["concept_images"]
-    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
-    trainer.build_bank()
-    bank = trainer.removed_bank
-    n = len(trainer.prompts)
-    assert len(bank.latents) == 2 * n and bank.prompt.tolist() == 2 * list(range(n))  # two trajectories per prompt
-    seen = {}
-    trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, prompt=prompt, ctx=ctx) or x.sum()
-    trainer.loss(0, torch.Generator().manual_seed(1))
-    points = bank.latents.flatten(0, 1)
+        method_config(
+            domain_for("shapes"), "robust", ["circle"], None, None, {**TINY, "unnamed_share": 0.5, "removed_share": 0.6}
+        )
+    trainer, points, seen = rows_on_own_bank(
+        {"unnamed_share": 0.0, "removed_share": 1.0, "batch_size": 3}, "removed_bank"
+    )
+    pipe = trainer.pipe
     for b in range(3):  # each row: a point of a trajectory of the prompts without "circle", and that prompt's context
         assert (points == seen["x"][b]).flatten(1).all(1).any()
         text = trainer.prompts[int(seen["prompt"][b])]

@@ -192,7 +192,7 @@ class EsdTrainer:
         word = re.compile(r"\b(?:" + "|".join(re.escape(c) for c in self.config.concepts) + r")\b")
         if not any(word.search(p) for p in self.prompts):
             raise ErasekitError(
-                "prompts with the concept replaced need training prompts that name it: give --set prompts=[...]"
+                "replacing the concept word needs training prompts that name the concept: give --set prompts=[...]"
             )
         out = [[" ".join(word.sub(a, p).split()) for p in self.prompts] for a in words]
         check_prompts(self.tokenizer, [p for ps in out for p in ps])
