@@ -10,10 +10,11 @@ import torch
 from safetensors.torch import load_file
 
 from erasekit import load_pipeline
+from erasekit.attacks.inversion import learn
 from erasekit.domains import domain_for, method_config, run_method
 from erasekit.errors import ErasekitError
 from erasekit.methods import artifact_parts, erased_parts, load_erased, robust
-from erasekit.methods.robust import RobustUnetTrainer, stage1_config
+from erasekit.methods.robust import RobustTrainer, stage1_config
 from erasekit.text import encode, token_embedding, token_ids
 
 TINY = {
@@ -58,6 +59,37 @@ def test_robust_writes_both_parts_and_reuses_stage1(tmp_path, monkeypatch):
     assert second["stage1"]["seconds"] == stage1["seconds"] and second["steps"] == 4
 
 
+def test_stage1_can_be_the_robust_training_on_the_text_encoder(tmp_path, monkeypatch):
+    """`stage1_method: robust`: stage 1 trains the text encoder in front of the ORIGINAL UNet, with v* among its
+    c_adv, each v* learned through the encoder as it is at that iteration."""
+    domain = domain_for("shapes")
+    over = {**TINY, "stage1_method": "robust", "steps": 1}
+    over["stage1"] = {**TINY["stage1"], "inversion": {"steps": 1}, "invert_every": 1, "inversion_share": 1.0}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    first = stage1_config(cfg)
+    assert first.component == "text_encoder" and first.inversion_share == 1.0 and first.seed == cfg.seed
+    seen = []
+
+    def spy(pipe, x0, config, seed, start=None):  # what each inversion attacks: the encoder's state, the UNet's
+        seen.append((pipe.text_encoder.training, sum(p.sum().item() for p in pipe.text_encoder.parameters())))
+        return learn(pipe, x0, config, seed, start=start)
+
+    monkeypatch.setattr(robust, "learn", spy)
+    out = tmp_path / "r"
+    run_method(domain, "robust", cfg, out, progress=False)
+    stage1 = load_file(str(out / "stage1" / "checkpoint" / "state.safetensors"))
+    assert int(stage1["inversion_pool.filled"]) == 1  # iteration 1 (after the 1-iteration warm-up) inverted
+    assert json.loads((out / "stage1" / "erasekit.json").read_text())["method"] == "robust"
+    base = load_pipeline("shapes")
+    assert len(seen) == 2  # one inversion in stage 1, one in stage 2 (its iteration 0)
+    assert seen[0][1] != sum(p.sum().item() for p in base.text_encoder.parameters())  # after warm-up's update
+    erased = load_erased("shapes", erased_parts(out))
+    ids = token_ids(base.tokenizer, ["a circle"])
+    assert not torch.allclose(encode(erased.text_encoder, ids), encode(base.text_encoder, ids))
+    with pytest.raises(ErasekitError, match="stage1 is not a valid AdvUnlearnConfig.*inversion_share"):  # checked early
+        method_config(domain, "robust", ["circle"], None, None, {**over, "stage1_method": "advunlearn"})
+
+
 def test_stage2_targets_come_from_the_original_encoder():
     domain = domain_for("shapes")
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, TINY)
@@ -67,7 +99,7 @@ def test_stage2_targets_come_from_the_original_encoder():
         for p in pipe.text_encoder.parameters():
             p.add_(0.01)
     images = domain.method_inputs("robust", cfg)["concept_images"]
-    trainer = RobustUnetTrainer(pipe, cfg, original, images)
+    trainer = RobustTrainer(pipe, cfg, original, images)
     ids = token_ids(pipe.tokenizer, trainer.prompts)
     with torch.no_grad():
         assert torch.allclose(trainer.ctx_o, encode(original, ids))  # eq. 2 targets: original encoder
@@ -82,7 +114,7 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "unnamed_noise": 0.0})
     pipe = load_pipeline("shapes")
     images = domain.method_inputs("robust", cfg)["concept_images"]
-    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    trainer = RobustTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
     table = token_embedding(pipe.text_encoder).weight.detach()
     u = trainer.unnamed(6, torch.Generator().manual_seed(0))
     assert u.shape == (6, cfg.inversion.k, table.shape[1])
@@ -102,13 +134,13 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
         assert not torch.allclose(ctx[b, pos], named[b, pos], atol=1e-3)  # the concept's place is not
 
 
-def rows_on_own_bank(over: dict, bank: str) -> tuple[RobustUnetTrainer, torch.Tensor, dict]:
+def rows_on_own_bank(over: dict, bank: str) -> tuple[RobustTrainer, torch.Tensor, dict]:
     """A stage-2 trainer with `over`, the points of its bank `bank` (two trajectories per training prompt, checked)
     and what one loss step's objective saw (3 rows)."""
     domain = domain_for("shapes")
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_share": 0.0, **over})
     images = domain.method_inputs("robust", cfg)["concept_images"]
-    trainer = RobustUnetTrainer(load_pipeline("shapes"), cfg, load_pipeline("shapes").text_encoder, images)
+    trainer = RobustTrainer(load_pipeline("shapes"), cfg, load_pipeline("shapes").text_encoder, images)
     trainer.build_bank()
     cached = getattr(trainer, bank)
     n = len(trainer.prompts)
@@ -154,7 +186,7 @@ def test_inversion_restarts_afresh_every_nth_time_and_else_continues_from_the_ne
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2})
     pipe = load_pipeline("shapes")
     images = domain.method_inputs("robust", cfg)["concept_images"]
-    trainer = RobustUnetTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
+    trainer = RobustTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
     starts = []
 
     def record(pipe, x0, config, seed, start=None):

@@ -39,7 +39,7 @@ from typing import Literal
 
 import torch
 from diffusers import StableDiffusionPipeline
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from erasekit.attacks.inversion import InversionConfig, concept_latents, learn
 from erasekit.config import config_hash
@@ -63,7 +63,12 @@ class RobustConfig(AdvUnlearnConfig):
 
     component: Literal["unet", "text_encoder"] = "unet"
     part: str = "xattn"
-    stage1: dict = Field(default_factory=dict, description="AdvUnlearnConfig options of the text-encoder stage")
+    stage1: dict = Field(default_factory=dict, description="options of the text-encoder stage")
+    stage1_method: Literal["advunlearn", "robust"] = Field(
+        "advunlearn",
+        description="the text-encoder stage: AdvUnlearn as its paper (soft prefixes only), or this method's own "
+        "adversarial training with inversion and unnamed rows (`stage1` then holds RobustConfig options)",
+    )
     inversion: InversionConfig = InversionConfig(steps=100)
     invert_every: int = Field(25, ge=1, description="iterations between two new inversion embeddings")
     inversion_pool: int = Field(8, ge=1, description="inversion embeddings kept (the newest)")
@@ -95,6 +100,12 @@ class RobustConfig(AdvUnlearnConfig):
             raise ValueError(
                 "inversion_share + unnamed_share + removed_share must be at most 1 (the rest of the rows use c*)"
             )
+        try:
+            stage1_config(self)
+        except ValidationError as err:
+            kind = "RobustConfig" if self.stage1_method == "robust" else "AdvUnlearnConfig"
+            wrong = ", ".join(".".join(map(str, e["loc"])) for e in err.errors())
+            raise ValueError(f"stage1 is not a valid {kind} ({wrong}): fix those keys or set stage1_method") from None
         return self
 
 
@@ -119,8 +130,9 @@ class InversionPool(torch.nn.Module):
         return min(int(self.filled), len(self.emb))
 
 
-class RobustUnetTrainer(AdvUnlearnTrainer):
-    """Stage 2: AdvUnlearn on the UNet behind an erased encoder, with concept-inversion embeddings among c_adv."""
+class RobustTrainer(AdvUnlearnTrainer):
+    """AdvUnlearn with concept-inversion embeddings among c_adv: stage 2 (the UNet behind the stage-1 encoder), or
+    stage 1 with `stage1_method: robust` (the text encoder in front of the original UNet)."""
 
     method = "robust"
 
@@ -145,10 +157,9 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
             self.unnamed_o = encode_injected(self.pair.text_encoder_o, self.inv_slots, u)
         self.removed_bank: TrajectoryBank | None = None  # cached x_t of the prompts without the concept word
         if config.removed_share > 0:
-            ids = token_ids(self.tokenizer, self.replaced_prompts([""])[0])
-            with torch.no_grad():  # (P, L, D): each prompt with the concept word deleted, original / stage-1 encoder
-                self.removed_o = encode(self.pair.text_encoder_o, ids)
-                self.removed = encode(self.pair.text_encoder, ids)
+            self.removed_ids = token_ids(self.tokenizer, self.replaced_prompts([""])[0])  # the concept word deleted
+            with torch.no_grad():  # (P, L, D): those prompts through the original encoder
+                self.removed_o = encode(self.pair.text_encoder_o, self.removed_ids)
 
     def extra_state(self) -> dict[str, torch.nn.Module]:
         return {**super().extra_state(), "inversion_pool": self.pool}
@@ -207,7 +218,7 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
             x, t, prompt, ctx = x.clone(), t.clone(), prompt.clone(), ctx.clone()
             on = removed.to(x.device)
             x[on], t[on], prompt[removed] = xr.to(x), tr.to(t), pr.to(prompt)
-            ctx[removed.to(ctx.device)] = self.removed[pr].to(ctx)
+            ctx[removed.to(ctx.device)] = encode(self.pair.text_encoder, self.removed_ids[pr]).to(ctx)
         if not (inverted.any() or unnamed.any()):
             return x, t, prompt, ctx
         emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
@@ -229,8 +240,11 @@ class RobustUnetTrainer(AdvUnlearnTrainer):
 
 
 def stage1_config(config: RobustConfig) -> AdvUnlearnConfig:
-    """Stage 1's AdvUnlearn config: `stage1` plus the shared concepts, prompts, retain prompts, anchor and seed."""
+    """Stage 1's config (an AdvUnlearnConfig, or a RobustConfig on the text encoder with `stage1_method: robust`):
+    `stage1` plus the shared concepts, prompts, retain prompts, anchor and seed."""
     shared = {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
+    if config.stage1_method == "robust":
+        return RobustConfig.model_validate({**config.stage1, **shared, "component": "text_encoder"})
     return AdvUnlearnConfig.model_validate({**config.stage1, **shared})
 
 
@@ -250,7 +264,7 @@ def erase(
     dtype: torch.dtype | None = None,
 ) -> dict:
     """Run both stages on `pipe` (changed in place) into `output` (stage 1 in output/stage1, reused when done);
-    `concept_images` (N, 3, H, W) in [0, 1] show the concept for the inversion inner attack (a domain's renderer);
+    `concept_images` (N, 3, H, W) in [0, 1] show the concept for the inversion inner attacks (a domain's renderer);
     None: the unmodified model draws them from the training prompts. Returns a summary."""
     output = Path(output)
     if concept_images is None:
@@ -262,10 +276,14 @@ def erase(
         trained = type(pipe.text_encoder).from_pretrained(output / "stage1" / "text_encoder")
         pipe.text_encoder.load_state_dict(trained.state_dict())
         stage1 = {**json.loads(done.read_text()), "reused": True}
+    elif isinstance(first, RobustConfig):
+        stage1 = RobustTrainer(pipe, first, original_te, concept_images, dtype).run(
+            output / "stage1", progress=progress
+        )
     else:
         stage1 = AdvUnlearnTrainer(pipe, first, dtype).run(output / "stage1", progress=progress)
     pipe.text_encoder.requires_grad_(False).eval()
-    stage2 = RobustUnetTrainer(pipe, config, original_te, concept_images, dtype).run(output, progress=progress)
+    stage2 = RobustTrainer(pipe, config, original_te, concept_images, dtype).run(output, progress=progress)
     shutil.copytree(output / "stage1" / "text_encoder", output / "text_encoder", dirs_exist_ok=True)
     summary = {
         **stage2,
@@ -280,4 +298,4 @@ def erase(
     return summary
 
 
-__all__ = ["RobustConfig", "RobustUnetTrainer", "erase"]
+__all__ = ["RobustConfig", "RobustTrainer", "erase"]
