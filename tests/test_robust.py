@@ -209,3 +209,25 @@ def test_inversion_continues_from_a_given_start():
     emb, _ = robust.learn(pipe, x0, config, seed=0, start=start)
     assert emb.shape == start.shape and 0 < (emb - start).abs().max() <= 1.5e-4  # one Adam step from start
     assert torch.equal(start, token_embedding(pipe.text_encoder).weight[5:6])  # the start is not changed in place
+
+
+def test_inversion_rows_come_on_top_of_the_batch():
+    domain = domain_for("shapes")
+    over = {**TINY, "inversion_share": 0.0, "inversion_rows": 2, "batch_size": 3, "warmup": 0}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustTrainer(load_pipeline("shapes"), cfg, load_pipeline("shapes").text_encoder, images)
+    trainer.build_bank()
+    seen = {}
+    trainer.objective = lambda x, t, prompt, ctx, retain: seen.update(x=x, t=t, prompt=prompt, ctx=ctx) or x.sum()
+    trainer.loss(0, torch.Generator().manual_seed(1))
+    assert len(seen["x"]) == len(seen["t"]) == len(seen["prompt"]) == len(seen["ctx"]) == 5
+    assert trainer.pool.members() == 1  # step 0 after warm-up: one inversion learned
+    v = trainer.pool.emb[:1].expand(2, -1, -1)
+    extra = trainer.injected(seen["prompt"][3:], v).detach()
+    assert torch.allclose(seen["ctx"][3:].detach(), extra, atol=1e-5)  # the two extra rows: v* in the word's place
+    for b in range(3):  # the batch's rows keep c*: the concept word named after the soft prefix
+        named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]
+        pos = int(trainer.inv_slots.positions[seen["prompt"][b], 0])
+        assert not torch.allclose(seen["ctx"][b, pos].detach(), extra[0, pos], atol=1e-3)
+        assert not torch.allclose(seen["ctx"][b].detach(), named, atol=1e-4)  # c*, not the bare prompt

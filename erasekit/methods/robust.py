@@ -79,6 +79,12 @@ class RobustConfig(AdvUnlearnConfig):
         "v* against the current model (1: always afresh, as CCE's attack)",
     )
     inversion_share: float = Field(0.5, ge=0, le=1, description="share of concept rows trained at an inversion")
+    inversion_rows: int = Field(
+        0,
+        ge=0,
+        description="concept rows per iteration at an inversion embedding ON TOP of the batch (x_t from the concept "
+        "bank): every batch row keeps its share, so the soft rows are not thinned to make room for inversion",
+    )
     unnamed_share: float = Field(0.0, ge=0, le=1, description="share of concept rows with a random embedding u")
     unnamed_noise: float = Field(1.0, ge=0, description="u's Gaussian noise, in units of the token table's std")
     unnamed_xt: Literal["concept", "unnamed"] = Field(
@@ -208,6 +214,29 @@ class RobustTrainer(AdvUnlearnTrainer):
             return x, t, prompt, ctx
         if (step - cfg.warmup) % cfg.invert_every == 0:
             self.invert(step)
+        x, t, prompt, ctx = self.shared_rows(x, t, prompt, ctx, g)
+        if cfg.inversion_rows == 0:
+            return x, t, prompt, ctx
+        xe, te, pe = self.sample_xt(cfg.inversion_rows, g)
+        ce = self.injected(pe, self.pool_draw(len(pe), g)).to(ctx)
+        cat = torch.cat
+        return cat([x, xe.to(x)]), cat([t, te.to(t)]), cat([prompt, pe.to(prompt)]), cat([ctx, ce])
+
+    def pool_draw(self, n: int, g: torch.Generator) -> torch.Tensor:
+        """n inversion embeddings (n, k, D) drawn uniformly from the pool's members."""
+        return self.pool.emb[torch.randint(self.pool.members(), (n,), generator=g)]
+
+    def injected(self, prompt: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """The context (n, L, D) of prompts `prompt` (n,) with emb (n, k, D) in the concept word's place, through
+        the current encoder."""
+        slots = Slots(self.inv_slots.ids[prompt], self.inv_slots.positions[prompt], self.inv_slots.mode)
+        return encode_injected(self.pair.text_encoder, slots, emb)
+
+    def shared_rows(
+        self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, ctx: torch.Tensor, g: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's rows re-drawn by share: inversion v*, unnamed u, removed word; the rest keep c*."""
+        cfg = self.config
         draw = torch.rand(len(prompt), generator=g)
         inverted = draw < cfg.inversion_share
         unnamed = (draw >= cfg.inversion_share) & (draw < cfg.inversion_share + cfg.unnamed_share)
@@ -222,7 +251,7 @@ class RobustTrainer(AdvUnlearnTrainer):
         if not (inverted.any() or unnamed.any()):
             return x, t, prompt, ctx
         emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
-        emb[inverted] = self.pool.emb[torch.randint(self.pool.members(), (int(inverted.sum()),), generator=g)]
+        emb[inverted] = self.pool_draw(int(inverted.sum()), g)
         if cfg.unnamed_xt == "unnamed" and unnamed.any():
             xu, tu, pu = self.sample_xt(int(unnamed.sum()), g, self.unnamed_bank, self.unnamed_o)
             x, t, prompt = x.clone(), t.clone(), prompt.clone()
@@ -230,12 +259,8 @@ class RobustTrainer(AdvUnlearnTrainer):
             x[on], t[on], prompt[unnamed] = xu.to(x), tu.to(t), pu.to(prompt)
         emb[unnamed] = self.unnamed(int(unnamed.sum()), g).to(emb)
         rows = inverted | unnamed
-        picked = prompt[rows]
-        slots = Slots(self.inv_slots.ids[picked], self.inv_slots.positions[picked], self.inv_slots.mode)
         ctx = ctx.clone()
-        ctx[rows.to(ctx.device)] = encode_injected(self.pair.text_encoder, slots, emb[rows].to(ctx.device)).to(
-            ctx.dtype
-        )
+        ctx[rows.to(ctx.device)] = self.injected(prompt[rows], emb[rows].to(ctx.device)).to(ctx.dtype)
         return x, t, prompt, ctx
 
 
