@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # One training seed of a robust recipe, measured as docs/history.md reports it: erase (resumable), then the
 # package's four attacks at their defaults (50 held-out circle prompts) and the utility evaluation.
-#   bash benchmarks/robust_seed.sh RECIPE.yaml TAG SEED      # writes runs/TAG-sSEED/ and runs/TAG-sSEED-*.json
+#   bash benchmarks/robust_seed.sh RECIPE.yaml TAG SEED [OVERLAY.yaml]   # writes runs/TAG-sSEED/, runs/TAG-sSEED-*.json
+# OVERLAY (optional) is passed as --config: only the options it changes, deep-merged over RECIPE.
 # Each finished step is skipped on a rerun; the erase resumes from its checkpoint.
 set -euo pipefail
-recipe=$1 tag=$2 seed=$3
+recipe=$1 tag=$2 seed=$3 overlay=${4:-}
 bin=${BIN:-.venv/bin}
 out=runs/$tag-s$seed
 mkdir -p runs
 test -f "$out/erasekit.json" || "$bin/erasekit" erase --method robust --concept circle --recipe "$recipe" \
-  --seed "$seed" -o "$out" --json > "$out.erase.json"
+  ${overlay:+--config "$overlay"} --seed "$seed" -o "$out" --json > "$out.erase.json"
 for attack in ${ATTACKS:-inversion soft token ring-a-bell}; do
   test -s "$out-$attack.json" || { "$bin/erasekit" attack --artifact "$out" --concept circle --attack "$attack" \
     --json > "$out-$attack.tmp" && mv "$out-$attack.tmp" "$out-$attack.json"; }
