@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 
 from erasekit import load_pipeline
 from erasekit.attacks.inversion import learn
+from erasekit.config import config_hash
 from erasekit.domains import domain_for, method_config, run_method
 from erasekit.errors import ErasekitError
 from erasekit.methods import artifact_parts, erased_parts, load_erased, robust
@@ -231,3 +232,41 @@ def test_inversion_rows_come_on_top_of_the_batch():
         pos = int(trainer.inv_slots.positions[seen["prompt"][b], 0])
         assert not torch.allclose(seen["ctx"][b, pos].detach(), extra[0, pos], atol=1e-3)
         assert not torch.allclose(seen["ctx"][b].detach(), named, atol=1e-4)  # c*, not the bare prompt
+
+
+def test_a_soft_pass_continues_from_stage1_with_the_original_targets_and_is_reused(tmp_path, monkeypatch):
+    """`stage1_soft`: an AdvUnlearn pass on stage 1's encoder (not the base one), eq. 2 targets from the ORIGINAL
+    encoder; the artifact's encoder is the pass's; a rerun reuses both text-encoder stages."""
+    domain = domain_for("shapes")
+    over = {**TINY, "steps": 1, "stage1_soft": {**TINY["stage1"], "warmup": 0, "steps": 2}}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    starts = []
+    trainer = robust.AdvUnlearnTrainer
+
+    def spy(pipe, config, dtype=None, text_encoder_o=None):
+        starts.append((sum(p.sum().item() for p in pipe.text_encoder.parameters()), text_encoder_o))
+        return trainer(pipe, config, dtype, text_encoder_o)
+
+    monkeypatch.setattr(robust, "AdvUnlearnTrainer", spy)
+    out = tmp_path / "r"
+    run_method(domain, "robust", cfg, out, progress=False)
+    base = load_pipeline("shapes")
+    first = load_erased("shapes", erased_parts(text_encoder=out / "stage1")).text_encoder
+    assert len(starts) == 2 and starts[0][1] is None  # stage 1 from the base encoder, its own frozen copy
+    assert starts[1][0] == pytest.approx(sum(p.sum().item() for p in first.parameters()))  # pass starts at stage 1
+    ids = token_ids(base.tokenizer, ["a circle"])
+    assert torch.allclose(encode(starts[1][1], ids), encode(base.text_encoder, ids))  # targets: original encoder
+    final = load_erased("shapes", erased_parts(out)).text_encoder
+    soft = load_erased("shapes", erased_parts(text_encoder=out / "stage1_soft")).text_encoder
+    assert torch.equal(encode(final, ids), encode(soft, ids)) and not torch.allclose(
+        encode(final, ids), encode(first, ids)
+    )
+    info = json.loads((out / "stage1_soft" / "erasekit.json").read_text())
+    assert info["after_sha256"] == config_hash(stage1_config(cfg))
+
+    (out / "checkpoint").rename(tmp_path / "old-checkpoint")
+    starts.clear()
+    run_method(domain, "robust", cfg, out, progress=False)
+    assert starts == []  # neither text-encoder stage was retrained
+    with pytest.raises(ErasekitError, match="stage1_soft is not a valid AdvUnlearnConfig.*inversion_share"):
+        method_config(domain, "robust", ["circle"], None, None, {**over, "stage1_soft": {"inversion_share": 0.5}})

@@ -1,7 +1,11 @@
 """Robust erasure: AdvUnlearn on the text encoder, then adversarial ESD on the UNet behind it, whose inner attacks
 include concept inversion ("search thoroughly, erase once", in the spirit of STEREO, Srivatsan et al. 2024).
 
-    stage 1  the text encoder: AdvUnlearn (`erasekit.methods.advunlearn`, eq. 5-7) with `stage1`'s options.
+    stage 1  the text encoder: AdvUnlearn (`erasekit.methods.advunlearn`, eq. 5-7) with `stage1`'s options, or
+             (`stage1_method: robust`) this method's adversarial training on the text encoder, v* among c_adv.
+             Optionally (`stage1_soft`) an AdvUnlearn pass continues from stage 1's encoder, eq. 2 targets still
+             from the original model: an encoder trained on v* lets the soft prefix back in, and this pass trains
+             against it again.
     stage 2  the UNet (ESD's `part`, e.g. cross-attention) behind the stage-1 encoder, against the ORIGINAL model's
              eq. 2 targets (original encoder and UNet):
                l = || eps_theta(x_t | E_1(c_adv)) - [eps_o(x_t|a) - eta (eps_o(x_t|c_e) - eps_o(x_t|a))] ||^2
@@ -69,6 +73,11 @@ class RobustConfig(AdvUnlearnConfig):
         description="the text-encoder stage: AdvUnlearn as its paper (soft prefixes only), or this method's own "
         "adversarial training with inversion and unnamed rows (`stage1` then holds RobustConfig options)",
     )
+    stage1_soft: dict | None = Field(
+        None,
+        description="AdvUnlearn options of a soft-prefix pass on the text encoder that continues from stage 1's "
+        "encoder (eq. 2 targets still from the original model), between stage 1 and stage 2; None: no such pass",
+    )
     inversion: InversionConfig = InversionConfig(steps=100)
     invert_every: int = Field(25, ge=1, description="iterations between two new inversion embeddings")
     inversion_pool: int = Field(8, ge=1, description="inversion embeddings kept (the newest)")
@@ -112,6 +121,11 @@ class RobustConfig(AdvUnlearnConfig):
             kind = "RobustConfig" if self.stage1_method == "robust" else "AdvUnlearnConfig"
             wrong = ", ".join(".".join(map(str, e["loc"])) for e in err.errors())
             raise ValueError(f"stage1 is not a valid {kind} ({wrong}): fix those keys or set stage1_method") from None
+        try:
+            soft_pass_config(self)
+        except ValidationError as err:
+            wrong = ", ".join(".".join(map(str, e["loc"])) for e in err.errors())
+            raise ValueError(f"stage1_soft is not a valid AdvUnlearnConfig ({wrong}): fix those keys") from None
         return self
 
 
@@ -273,6 +287,23 @@ def stage1_config(config: RobustConfig) -> AdvUnlearnConfig:
     return AdvUnlearnConfig.model_validate({**config.stage1, **shared})
 
 
+def soft_pass_config(config: RobustConfig) -> AdvUnlearnConfig | None:
+    """The soft-prefix pass's config (`stage1_soft` plus the shared options), None without one."""
+    if config.stage1_soft is None:
+        return None
+    shared = {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
+    return AdvUnlearnConfig.model_validate({**config.stage1_soft, **shared})
+
+
+def reusable(folder: Path, config: AdvUnlearnConfig, after: str = "") -> bool:
+    """Whether `folder` holds a finished run of `config` that started from the run whose hash is `after`."""
+    done = folder / "erasekit.json"
+    if not done.is_file():
+        return False
+    info = json.loads(done.read_text())
+    return info.get("config_sha256") == config_hash(config) and info.get("after_sha256", "") == after
+
+
 def original_images(pipe: StableDiffusionPipeline, prompts: list[str], n: int = 16) -> torch.Tensor:
     """(n, 3, H, W): the unmodified model's images of the training prompts (cycled), at seeds 10,000 + i, which no
     evaluation set uses."""
@@ -295,21 +326,32 @@ def erase(
     if concept_images is None:
         concept_images = original_images(pipe, config.prompts or config.concepts)
     original_te = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
-    first = stage1_config(config)
-    done = output / "stage1" / "erasekit.json"
-    if done.is_file() and json.loads(done.read_text()).get("config_sha256") == config_hash(first):
+    first, soft = stage1_config(config), soft_pass_config(config)
+    if reusable(output / "stage1", first):
         trained = type(pipe.text_encoder).from_pretrained(output / "stage1" / "text_encoder")
         pipe.text_encoder.load_state_dict(trained.state_dict())
-        stage1 = {**json.loads(done.read_text()), "reused": True}
+        stage1 = {**json.loads((output / "stage1" / "erasekit.json").read_text()), "reused": True}
     elif isinstance(first, RobustConfig):
         stage1 = RobustTrainer(pipe, first, original_te, concept_images, dtype).run(
             output / "stage1", progress=progress
         )
     else:
         stage1 = AdvUnlearnTrainer(pipe, first, dtype).run(output / "stage1", progress=progress)
+    encoder = output / "stage1"
+    if soft is not None:
+        encoder = output / "stage1_soft"
+        if reusable(encoder, soft, after=config_hash(first)):
+            trained = type(pipe.text_encoder).from_pretrained(encoder / "text_encoder")
+            pipe.text_encoder.load_state_dict(trained.state_dict())
+            passed = json.loads((encoder / "erasekit.json").read_text())
+        else:
+            passed = AdvUnlearnTrainer(pipe, soft, dtype, original_te).run(encoder, progress=progress)
+            info = json.loads((encoder / "erasekit.json").read_text())
+            (encoder / "erasekit.json").write_text(json.dumps({**info, "after_sha256": config_hash(first)}, indent=1))
+        stage1 = {k: stage1.get(k, 0) + passed.get(k, 0) for k in ("seconds", "unet_calls", "unet_rows")}
     pipe.text_encoder.requires_grad_(False).eval()
     stage2 = RobustTrainer(pipe, config, original_te, concept_images, dtype).run(output, progress=progress)
-    shutil.copytree(output / "stage1" / "text_encoder", output / "text_encoder", dirs_exist_ok=True)
+    shutil.copytree(encoder / "text_encoder", output / "text_encoder", dirs_exist_ok=True)
     summary = {
         **stage2,
         "component": "text_encoder+unet",
