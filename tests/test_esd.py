@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 from diffusers import PNDMScheduler
+from transformers import CLIPTextModel
 from typer.testing import CliRunner
 
 from erasekit import load_pipeline
@@ -18,6 +19,7 @@ from erasekit.domains import domain_for, method_config
 from erasekit.domains.shapes import concept_prompts
 from erasekit.errors import ErasekitError
 from erasekit.methods.esd import EsdConfig, EsdTrainer, erase
+from erasekit.methods.trainable import select_parameters
 from erasekit.text import encode, token_ids
 from erasekit.world.render import BACKGROUND_NAMES, COLOUR_NAMES
 
@@ -141,8 +143,9 @@ def test_anchored_shapes_runs_also_train_on_world_prompts():
     assert set(COLOUR_NAMES) <= words and set(BACKGROUND_NAMES) <= words
 
 
-def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed):
-    cfg = EsdConfig(**TINY, component="text_encoder", part="all", xt_mode="ddim")
+@pytest.mark.parametrize("ema", [None, 0.9])
+def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed, ema):
+    cfg = EsdConfig(**TINY, component="text_encoder", part="all", xt_mode="ddim", ema=ema)
     pipe = load_pipeline("shapes")
     erase(pipe, cfg, tmp_path / "whole", progress=False)
 
@@ -155,6 +158,33 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path, run_killed):
         pipe.text_encoder.named_parameters(), resumed.text_encoder.named_parameters(), strict=True
     ):
         assert torch.equal(a, b), n
+
+
+def test_ema_artifact_holds_the_moving_average_of_the_iterates(tmp_path, monkeypatch):
+    """With `ema` d the artifact is w_1 averaged on by w_n with weight 1 - min(d, n / (n + 9)) (diffusers' ramp)."""
+    cfg = EsdConfig(**TINY, component="text_encoder", part="attn", xt_mode="cached", ema=0.5)
+    pipe = load_pipeline("shapes")
+    trainer = EsdTrainer(pipe, cfg)
+    iterates = []
+    step = torch.optim.Adam.step
+
+    def recording(self, *a, **k):
+        out = step(self, *a, **k)
+        iterates.append([p.detach().clone() for p in trainer.params])
+        return out
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording)
+    trainer.run(tmp_path, progress=False)
+    expected = iterates[0]
+    for n, weights in enumerate(iterates[1:], start=2):
+        d = min(0.5, n / (n + 9))
+        expected = [d * e + (1 - d) * w for e, w in zip(expected, weights, strict=True)]
+    assert len(iterates) == cfg.steps and not torch.equal(iterates[-1][0], expected[0])
+    saved = dict(CLIPTextModel.from_pretrained(tmp_path / "text_encoder").named_parameters())
+    names = [n for n, _ in select_parameters(pipe.text_encoder, "text_encoder", "attn", None)]
+    for name, live, e in zip(names, trainer.params, expected, strict=True):
+        torch.testing.assert_close(live.detach(), e, rtol=1e-5, atol=1e-6)  # `pipe` holds the average too
+        torch.testing.assert_close(saved[name], e, rtol=1e-5, atol=1e-6)
 
 
 def test_checkpoint_from_another_architecture_is_a_clear_error(tmp_path):

@@ -40,6 +40,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from diffusers import StableDiffusionPipeline
+from diffusers.training_utils import EMAModel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from transformers import CLIPTextModel
@@ -84,6 +85,9 @@ class EraseConfig(BaseModel):
     anchor: list[str] | None = Field(None, min_length=1)  # eq. 2's reference: None = the empty prompt; words = the
     # prompt with each of them for the concept (eps averaged over the words); a single string is one word
     gradient_checkpointing: bool = False  # recompute UNet activations in backward (memory for time, same result)
+    ema: float | None = Field(None, gt=0, lt=1)  # decay of an exponential moving average of the trained weights,
+    # which the artifact then holds (None: the last iterate). Weight averaging curbs robust overfitting in adversarial
+    # training (Gowal et al. 2020 use 0.995); diffusers' EMAModel, whose decay ramps up as (1 + n) / (10 + n).
 
     @field_validator("anchor", mode="before")
     @classmethod
@@ -106,6 +110,15 @@ def mixed_precision(trained: torch.nn.Module, pair: ModelPair, dtype: torch.dtyp
         if m is not trained:
             m.to(dtype)
     return torch.autocast(trained.device.type, dtype=dtype)
+
+
+class Averaged(torch.nn.Module):
+    """An EMAModel's averaged weights as buffers (the same tensors, updated in place), so checkpoints carry them."""
+
+    def __init__(self, ema: EMAModel) -> None:
+        super().__init__()
+        for i, shadow in enumerate(ema.shadow_params):
+            self.register_buffer(f"p{i}", shadow)
 
 
 def step_generator(seed: int, step: int) -> torch.Generator:
@@ -148,6 +161,7 @@ class EsdTrainer:
             pipe.unet.enable_gradient_checkpointing()
         self.params = [p for _, p in select_parameters(self.module, config.component, config.part, config.layers)]
         self.optimizer = torch.optim.Adam(self.params, lr=config.lr)
+        self.ema = None if config.ema is None else EMAModel(self.params, decay=config.ema)
         self.counter = UnetCounter().attach(self.pair.unet, self.pair.unet_o)
         self.taus = ddim_timesteps(config.ddim_steps, self.scheduler)
         self.ids = token_ids(self.tokenizer, self.prompts)  # (P, L)
@@ -315,7 +329,8 @@ class EsdTrainer:
         return {}
 
     def _modules(self) -> dict[str, torch.nn.Module]:
-        return {"trained": self.module, **self.extra_state()}
+        averaged = {} if self.ema is None else {"ema": Averaged(self.ema)}
+        return {"trained": self.module, **averaged, **self.extra_state()}
 
     def _resume(self, folder: Path) -> int:
         try:
@@ -332,6 +347,8 @@ class EsdTrainer:
                 f"{folder} holds a checkpoint of another run (different options): use another output folder"
             )
         self.counter.calls, self.counter.rows = extra["counter"]["unet_calls"], extra["counter"]["unet_rows"]
+        if self.ema is not None:
+            self.ema.optimization_step = step  # one EMA update per iteration: its decay ramp resumes where it was
         return step
 
     def _save(self, folder: Path, step: int) -> None:
@@ -364,6 +381,8 @@ class EsdTrainer:
                     loss = self.loss(step, g)
                 loss.backward()
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.step(self.params)
                 self.log["loss"] = loss.item()
                 info = " ".join(f"{k} {v:.4g}" for k, v in self.log.items()) + f" unet {self.counter.calls}"
                 bar.update(task, advance=1, info=info)
@@ -390,6 +409,8 @@ class EsdTrainer:
             "output": str(output),
         }
         info = {**summary, "config": cfg.model_dump(), "config_sha256": config_hash(cfg)}
+        if self.ema is not None:
+            self.ema.copy_to(self.params)  # the artifact (and `pipe`, changed in place) holds the averaged weights
         save_artifact(output, self.config.component, self.module, info)
         return summary
 
