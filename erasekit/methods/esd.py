@@ -25,7 +25,8 @@ is in docs/results.md.
 
 `EsdTrainer` is the engine AdvUnlearn reuses: `concept_context(...)` (the context the concept rows are trained
 at) is what a subclass changes, `concept_rows(...)` also their x_t where they follow other trajectories,
-`extra_state()` adds modules to the checkpoint, and the UNet-evaluation counter, checkpoint/resume, mixed precision
+`extra_state()` adds modules to the checkpoint, and the UNet-evaluation counter, checkpoint/resume, mixed precision,
+the optional weight average (`ema`: the artifact then holds the moving average of the iterates, not the last one)
 and the artifact writing are shared.
 """
 
