@@ -53,7 +53,8 @@ def main() -> None:
         trainer = RobustTrainer(pipe, cfg, original, original_images(pipe, cfg.prompts))
     else:
         trainer = AdvUnlearnTrainer(pipe, cfg)
-    start, _ = load_checkpoint(args.checkpoint, trainer._modules(), trainer.optimizer)
+    modules = {"trained": trainer.module, **trainer.extra_state()}  # an EMA in the checkpoint is not needed here
+    start, _ = load_checkpoint(args.checkpoint, modules, trainer.optimizer)
     trainer.build_bank()
     every = getattr(cfg, "invert_every", None)
     rows = []
@@ -74,10 +75,10 @@ def main() -> None:
             g_v = flat_grad(v_star, trainer.params)
             row[1], row[3] = g_v.norm().item(), F.cosine_similarity(g_c, g_v, 0).item()
         rows.append(row)
-    m = torch.tensor(rows).mean(0).tolist()
+    m = [f"{v:.4f}" if v == v else "–" for v in torch.tensor(rows).mean(0).tolist()]  # NaN: no v* rows
     print(
         f"| checkpoint | iterations | norm g(c*) | norm g(v*) | norm g(retain) | cos(c*, v*) |\n|---|---|---|---|---|---|\n"
-        f"| {args.checkpoint} (step {start}) | {len(rows)} | {m[0]:.4f} | {m[1]:.4f} | {m[2]:.4f} | {m[3]:.3f} |"
+        f"| {args.checkpoint} (step {start}) | {len(rows)} | {m[0]} | {m[1]} | {m[2]} | {m[3]} |"
     )
 
 
