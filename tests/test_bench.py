@@ -93,7 +93,7 @@ def test_bench_rows_and_the_demo_table_options() -> None:
     assert demo["rows"] == ["Original", "AdvUnlearn", "ItD", "Robust"]  # the robustness table's rows
     assert demo["methods"]["ItD"] == old["methods"]["ItD"]
     assert demo["evaluation"]["attacks"] == list(ATTACKS)  # a column per attack
-    stage1 = demo["methods"]["Robust"]["stage1"]  # stage 1 = the demo's AdvUnlearn row, so the bench reuses it
+    stage1 = demo["methods"]["Robust"]["stage1"]  # stage 1 on the demo AdvUnlearn row's short schedule
     assert stage1 == demo["methods"]["AdvUnlearn"]
     assert [bench.ROWS[r][1] for r in ("ESD", "AT-ESD", "AdvUnlearn", "ItD")] == [
         "shapes/esd-paper", "shapes/advunlearn-atesd", "shapes/advunlearn", "shapes/itd"

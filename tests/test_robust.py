@@ -51,10 +51,14 @@ def test_robust_writes_both_parts_and_reuses_stage1(tmp_path, monkeypatch):
     assert stage1_config(again) == stage1_config(cfg)
     (out / "checkpoint").rename(tmp_path / "old-checkpoint")
 
-    def retrain(*args, **kwargs):
-        raise AssertionError("stage 1 was retrained although its options did not change")
+    trainer = robust.RobustTrainer
 
-    monkeypatch.setattr(robust, "AdvUnlearnTrainer", retrain)  # stage 1's trainer, as the robust module sees it
+    def stage2_only(pipe, config, *args, **kwargs):
+        if config.component == "text_encoder":
+            raise AssertionError("stage 1 was retrained although its options did not change")
+        return trainer(pipe, config, *args, **kwargs)
+
+    monkeypatch.setattr(robust, "RobustTrainer", stage2_only)  # stage 1's trainer, as the robust module sees it
     second = run_method(domain, "robust", again, out, progress=False)
     stage1 = json.loads((out / "stage1" / "erasekit.json").read_text())
     assert second["stage1"]["seconds"] == stage1["seconds"] and second["steps"] == 4
@@ -66,6 +70,9 @@ def test_stage1_can_be_the_robust_training_on_the_text_encoder(tmp_path, monkeyp
     domain = domain_for("shapes")
     over = {**TINY, "stage1_method": "robust", "steps": 1}
     over["stage1"] = {**TINY["stage1"], "inversion": {"steps": 1}, "invert_every": 1, "inversion_share": 1.0}
+    with pytest.raises(ErasekitError, match="stage1 is not a valid RobustConfig.*must be at most 1"):
+        method_config(domain, "robust", ["circle"], None, None, over)  # the recipe's unnamed share on top: > 1
+    over["stage1"]["unnamed_share"] = 0.0
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
     first = stage1_config(cfg)
     assert first.component == "text_encoder" and first.inversion_share == 1.0 and first.seed == cfg.seed
@@ -89,6 +96,37 @@ def test_stage1_can_be_the_robust_training_on_the_text_encoder(tmp_path, monkeyp
     assert not torch.allclose(encode(erased.text_encoder, ids), encode(base.text_encoder, ids))
     with pytest.raises(ErasekitError, match="stage1 is not a valid AdvUnlearnConfig.*inversion_share"):  # checked early
         method_config(domain, "robust", ["circle"], None, None, {**over, "stage1_method": "advunlearn"})
+
+
+def test_shipped_stage1_trains_unnamed_rows_and_learns_no_inversion(tmp_path, monkeypatch):
+    """The shapes recipe's stage 1: the robust training on the text encoder with c* and unnamed rows only. With no
+    row at a v*, stage 1 learns no inversion and never draws from its empty pool (stage 2 still inverts)."""
+    domain = domain_for("shapes")
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, TINY)
+    first = stage1_config(cfg)
+    assert cfg.stage1_method == "robust" and first.component == "text_encoder"
+    assert first.inversion_share == 0 and first.inversion_rows == 0 and first.unnamed_share > 0
+    over = {**TINY, "stage1": {**TINY["stage1"], "unnamed_share": 1.0}}  # every stage-1 row unnamed after warm-up
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    inverted, unnamed = [], []
+    real_unnamed = RobustTrainer.unnamed
+
+    def spy_learn(pipe, x0, config, seed, start=None):
+        inverted.append(pipe.unet.training)
+        return learn(pipe, x0, config, seed, start=start)
+
+    def spy_unnamed(self, n, g):
+        unnamed.append((self.config.component, n))
+        return real_unnamed(self, n, g)
+
+    monkeypatch.setattr(robust, "learn", spy_learn)
+    monkeypatch.setattr(RobustTrainer, "unnamed", spy_unnamed)
+    out = tmp_path / "r"
+    run_method(domain, "robust", cfg, out, progress=False)
+    stage1 = load_file(str(out / "stage1" / "checkpoint" / "state.safetensors"))
+    assert int(stage1["inversion_pool.filled"]) == 0
+    assert ("text_encoder", first.batch_size) in unnamed  # stage 1's post-warm-up iteration: every row at a u
+    assert len(inverted) == 2  # stage 2's iterations 0 and 2 only
 
 
 def test_stage2_targets_come_from_the_original_encoder():
@@ -240,22 +278,29 @@ def test_a_soft_pass_continues_from_stage1_with_the_original_targets_and_is_reus
     domain = domain_for("shapes")
     over = {**TINY, "steps": 1, "stage1_soft": {**TINY["stage1"], "warmup": 0, "steps": 2}}
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
-    starts = []
-    trainer = robust.AdvUnlearnTrainer
+    starts = []  # (stage, parameter sum of the encoder it starts from, its original encoder)
+    soft_trainer, trainer = robust.AdvUnlearnTrainer, robust.RobustTrainer
 
-    def spy(pipe, config, dtype=None, text_encoder_o=None):
-        starts.append((sum(p.sum().item() for p in pipe.text_encoder.parameters()), text_encoder_o))
-        return trainer(pipe, config, dtype, text_encoder_o)
+    def spy_pass(pipe, config, dtype=None, text_encoder_o=None):
+        starts.append(("pass", sum(p.sum().item() for p in pipe.text_encoder.parameters()), text_encoder_o))
+        return soft_trainer(pipe, config, dtype, text_encoder_o)
 
-    monkeypatch.setattr(robust, "AdvUnlearnTrainer", spy)
+    def spy_stage1(pipe, config, text_encoder_o, *args):
+        if config.component == "text_encoder":
+            starts.append(("stage1", sum(p.sum().item() for p in pipe.text_encoder.parameters()), text_encoder_o))
+        return trainer(pipe, config, text_encoder_o, *args)
+
+    monkeypatch.setattr(robust, "AdvUnlearnTrainer", spy_pass)
+    monkeypatch.setattr(robust, "RobustTrainer", spy_stage1)
     out = tmp_path / "r"
     run_method(domain, "robust", cfg, out, progress=False)
     base = load_pipeline("shapes")
     first = load_erased("shapes", erased_parts(text_encoder=out / "stage1")).text_encoder
-    assert len(starts) == 2 and starts[0][1] is None  # stage 1 from the base encoder, its own frozen copy
-    assert starts[1][0] == pytest.approx(sum(p.sum().item() for p in first.parameters()))  # pass starts at stage 1
+    base_sum = sum(p.sum().item() for p in base.text_encoder.parameters())
+    assert [s[0] for s in starts] == ["stage1", "pass"] and starts[0][1] == pytest.approx(base_sum)
+    assert starts[1][1] == pytest.approx(sum(p.sum().item() for p in first.parameters()))  # pass starts at stage 1
     ids = token_ids(base.tokenizer, ["a circle"])
-    assert torch.allclose(encode(starts[1][1], ids), encode(base.text_encoder, ids))  # targets: original encoder
+    assert torch.allclose(encode(starts[1][2], ids), encode(base.text_encoder, ids))  # targets: original encoder
     final = load_erased("shapes", erased_parts(out)).text_encoder
     soft = load_erased("shapes", erased_parts(text_encoder=out / "stage1_soft")).text_encoder
     assert torch.equal(encode(final, ids), encode(soft, ids)) and not torch.allclose(

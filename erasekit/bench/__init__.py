@@ -2,8 +2,8 @@
 
 Rows: Original, ESD (the paper's ESD-x), AT-ESD (AdvUnlearn with gamma = 0), AdvUnlearn, ItD, ItD + AdvUnlearn (ItD
 fitted on the AdvUnlearn text encoder: its SAE, features and gate read that encoder's residual stream, since a gate
-calibrated on the original encoder never fires on the erased one), Robust (AdvUnlearn's encoder + an adversarially
-erased UNet; its stage 1 reuses the AdvUnlearn row when the options agree). Every row is attacked by every attack (a
+calibrated on the original encoder never fires on the erased one), Robust (an adversarially erased encoder, then an
+adversarially erased UNet behind it, both stages trained within the row). Every row is attacked by every attack (a
 column each). Each trained row resolves its recipe (`ROWS`), trains its
 artifact into `<output>/<row>/` and records the resolved config's hash; a finished artifact with the same hash is
 reused, one with another hash is refused (never silently mixed), an interrupted one resumes. Every row is then
@@ -21,7 +21,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 import subprocess
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -53,7 +52,6 @@ ROWS: dict[str, tuple[str, str] | None] = {
     "Robust": ("robust", "shapes/robust"),
 }
 BASES = {"ItD+AdvUnlearn": "AdvUnlearn"}  # row -> the row whose text encoder it is trained on and loaded with
-STAGE1 = {"Robust": "AdvUnlearn"}  # row -> the row whose finished artifact is its stage 1 when the options agree
 DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)  # what can open with a docstring
 PACKAGE = Path(__file__).resolve().parents[1]  # the erasekit folder whose code the kept evaluations are keyed by
 SUMMARY = "bench-train.json"
@@ -126,11 +124,6 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: di
                 f"changed): delete the folder or bench into another -o"
             )
         return {**done, "reused": True}
-    stage1 = folder.parent / STAGE1[row] if row in STAGE1 else None
-    if stage1 is not None and (stage1 / SUMMARY).is_file():  # the method reuses it when the hashes agree
-        (folder / "stage1").mkdir(parents=True, exist_ok=True)
-        shutil.copytree(stage1 / "text_encoder", folder / "stage1" / "text_encoder", dirs_exist_ok=True)
-        shutil.copy(stage1 / "erasekit.json", folder / "stage1" / "erasekit.json")
     t0 = time.perf_counter()
     text_encoder = str(folder.parent / BASES[row] / "text_encoder") if row in BASES else None
     summary = run_method(domain, method, config, folder, text_encoder=text_encoder, progress=progress)
@@ -211,13 +204,13 @@ def run_side_by_side(
     cfg: BenchConfig, output: Path, evaluation: EvalConfig, shared_key: list[str], progress: bool
 ) -> None:
     """Train and evaluate `cfg.rows` in `cfg.jobs` processes, each task as soon as what it needs is done: a row's
-    base and stage-1 rows trained before it, its parts before its evaluation, the Original row's evaluation (whose
+    base row trained before it, its parts before its evaluation, the Original row's evaluation (whose
     images the others reuse) before the others'. Every result lands in the row folders, where the serial pass of
     `run_bench` finds it; a worker's error is raised here once the tasks already running have finished (and kept)."""
     console = Console(stderr=True, quiet=not progress)
     trained = list(dict.fromkeys(dep for row in cfg.rows for dep in row_parts(row)))
     needs: dict[tuple[str, str], list[tuple[str, str]]] = {
-        ("train", r): [("train", d) for d in (BASES.get(r), STAGE1.get(r)) if d in trained] for r in trained
+        ("train", r): [("train", BASES[r])] if BASES.get(r) in trained else [] for r in trained
     }
     for r in cfg.rows:
         first = ["Original"] if r != "Original" and "Original" in cfg.rows else []

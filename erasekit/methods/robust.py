@@ -2,7 +2,8 @@
 include concept inversion ("search thoroughly, erase once", in the spirit of STEREO, Srivatsan et al. 2024).
 
     stage 1  the text encoder: AdvUnlearn (`erasekit.methods.advunlearn`, eq. 5-7) with `stage1`'s options, or
-             (`stage1_method: robust`) this method's adversarial training on the text encoder, v* among c_adv.
+             (`stage1_method: robust`) this method's adversarial training on the text encoder in front of the
+             original UNet, with the rows listed under stage 2 (the shapes recipe: c* and unnamed u, no v*).
              Optionally (`stage1_soft`) an AdvUnlearn pass continues from stage 1's encoder, eq. 2 targets still
              from the original model: an encoder trained on v* lets the soft prefix back in, and this pass trains
              against it again.
@@ -119,14 +120,19 @@ class RobustConfig(AdvUnlearnConfig):
             stage1_config(self)
         except ValidationError as err:
             kind = "RobustConfig" if self.stage1_method == "robust" else "AdvUnlearnConfig"
-            wrong = ", ".join(".".join(map(str, e["loc"])) for e in err.errors())
+            wrong = ", ".join(_where(e) for e in err.errors())
             raise ValueError(f"stage1 is not a valid {kind} ({wrong}): fix those keys or set stage1_method") from None
         try:
             soft_pass_config(self)
         except ValidationError as err:
-            wrong = ", ".join(".".join(map(str, e["loc"])) for e in err.errors())
+            wrong = ", ".join(_where(e) for e in err.errors())
             raise ValueError(f"stage1_soft is not a valid AdvUnlearnConfig ({wrong}): fix those keys") from None
         return self
+
+
+def _where(error: dict) -> str:
+    """A pydantic error's field path, or its message when the whole model is at fault (e.g. shares above 1)."""
+    return ".".join(map(str, error["loc"])) or error["msg"].removeprefix("Value error, ")
 
 
 class InversionPool(torch.nn.Module):
@@ -181,6 +187,11 @@ class RobustTrainer(AdvUnlearnTrainer):
             with torch.no_grad():  # (P, L, D): those prompts through the original encoder
                 self.removed_o = encode(self.pair.text_encoder_o, self.removed_ids)
 
+    @property
+    def uses_inversion(self) -> bool:
+        """Whether any row trains at a v*: without one (unnamed rows only) no inversion is learned."""
+        return self.config.inversion_share > 0 or self.config.inversion_rows > 0
+
     def extra_state(self) -> dict[str, torch.nn.Module]:
         return {**super().extra_state(), "inversion_pool": self.pool}
 
@@ -226,7 +237,7 @@ class RobustTrainer(AdvUnlearnTrainer):
         ctx = self.concept_context(step, x, t, prompt, g)
         if step < cfg.warmup:
             return x, t, prompt, ctx
-        if (step - cfg.warmup) % cfg.invert_every == 0:
+        if self.uses_inversion and (step - cfg.warmup) % cfg.invert_every == 0:
             self.invert(step)
         x, t, prompt, ctx = self.shared_rows(x, t, prompt, ctx, g)
         if cfg.inversion_rows == 0:
@@ -265,7 +276,8 @@ class RobustTrainer(AdvUnlearnTrainer):
         if not (inverted.any() or unnamed.any()):
             return x, t, prompt, ctx
         emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
-        emb[inverted] = self.pool_draw(int(inverted.sum()), g)
+        if inverted.any():  # an empty draw leaves g as it was, so skipping it changes no other row
+            emb[inverted] = self.pool_draw(int(inverted.sum()), g)
         if cfg.unnamed_xt == "unnamed" and unnamed.any():
             xu, tu, pu = self.sample_xt(int(unnamed.sum()), g, self.unnamed_bank, self.unnamed_o)
             x, t, prompt = x.clone(), t.clone(), prompt.clone()
