@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -248,6 +249,35 @@ class TrajectoryBank:
         row = torch.randint(len(self.latents), (batch,), generator=generator)
         step = torch.randint(self.steps, (batch,), generator=generator)
         return row, step
+
+
+class BankCache:
+    """Trajectory banks kept for trainers whose eq. 2 targets come from the same original model (the robust
+    method's stages: stage 1 trains the text encoder, stage 2 the UNet behind it, both against the one original
+    encoder and UNet). `get` returns a bank built earlier when everything that makes it is equal: its key (noise
+    size, seed, salt, DDIM options), the prompt and null contexts (P, L, D) and the original UNet's weights (one sum
+    per parameter tensor, a cheap fingerprint); otherwise it builds and keeps a new one. Banks are read-only."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor, TrajectoryBank]] = []
+
+    def get(
+        self,
+        key: tuple,
+        unet_o: torch.nn.Module,
+        ctx: torch.Tensor,
+        ctx_null: torch.Tensor,
+        build: Callable[[], TrajectoryBank],
+    ) -> TrajectoryBank:
+        """The bank of (key, unet_o, ctx, ctx_null), built by `build()` on a miss."""
+        with torch.no_grad():
+            weights = torch.stack([p.detach().double().sum().cpu() for p in unet_o.parameters()])
+        for k, w, c, n, bank in self.entries:
+            if k == key and torch.equal(w, weights) and torch.equal(c, ctx) and torch.equal(n, ctx_null):
+                return bank
+        bank = build()
+        self.entries.append((key, weights, ctx, ctx_null, bank))
+        return bank
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from erasekit import load_pipeline
 from erasekit.checkpoint import save_checkpoint
 from erasekit.cli import _register_commands, app
-from erasekit.diffusion import ModelPair, TrajectoryBank, UnetCounter, ddim_partial, ddim_timesteps
+from erasekit.diffusion import BankCache, ModelPair, TrajectoryBank, UnetCounter, ddim_partial, ddim_timesteps
 from erasekit.domains import domain_for, method_config
 from erasekit.domains.shapes import concept_prompts
 from erasekit.errors import ErasekitError
@@ -41,6 +41,38 @@ def test_bank_matches_partial_ddim_and_counts_calls():
     assert counter.calls == 6 + 5  # runs max(stop) steps
     torch.testing.assert_close(x, bank.latents[torch.arange(2), stop], rtol=1e-4, atol=1e-5)
     assert torch.equal(bank.latents[:, 0], noise)
+
+
+def test_trainers_on_one_original_model_share_equal_banks_and_rebuild_the_others():
+    """A UNet trainer after a text-encoder trainer on the same original model (the robust method's stages) takes
+    the banks already built, with no UNet call; another seed, other prompts or another original UNet build anew."""
+    cfg = {**TINY, "cache_size": 2, "gamma": 1.0, "retain_prompts": ["a red square", "a blue star"]}
+    banks = BankCache()
+    first = EsdTrainer(load_pipeline("shapes"), EsdConfig(**cfg, component="text_encoder", part="attn"), banks=banks)
+    first.build_bank()
+    pipe = load_pipeline("shapes")
+    second = EsdTrainer(pipe, EsdConfig(**cfg, component="unet", part="xattn"), banks=banks)
+    calls = second.counter.calls
+    second.build_bank()
+    assert second.counter.calls == calls and second.bank is first.bank and second.retain_bank is first.retain_bank
+    alone = EsdTrainer(load_pipeline("shapes"), EsdConfig(**cfg))
+    alone.build_bank()  # what the second trainer would have built on its own: the same trajectories
+    assert torch.equal(alone.bank.latents, second.bank.latents)
+    assert torch.equal(alone.retain_bank.latents, second.retain_bank.latents)
+
+    reseeded = EsdTrainer(load_pipeline("shapes"), EsdConfig(**{**cfg, "seed": 1}), banks=banks)
+    reseeded.build_bank()
+    assert reseeded.bank is not first.bank and not torch.equal(reseeded.bank.latents, first.bank.latents)
+    other = EsdTrainer(load_pipeline("shapes"), EsdConfig(**{**cfg, "prompts": ["a green circle"]}), banks=banks)
+    other.build_bank()
+    assert other.bank is not first.bank and other.retain_bank is first.retain_bank
+    changed = load_pipeline("shapes")
+    with torch.no_grad():
+        next(changed.unet.parameters()).add_(1e-3)  # another original UNet, same prompts and seed
+    moved = EsdTrainer(changed, EsdConfig(**cfg), banks=banks)
+    calls = moved.counter.calls
+    moved.build_bank()
+    assert moved.bank is not first.bank and moved.counter.calls > calls
 
 
 @pytest.mark.parametrize(("component", "part"), [("unet", "xattn"), ("text_encoder", "attn")])

@@ -33,6 +33,8 @@ def test_robust_writes_both_parts_and_reuses_stage1(tmp_path, monkeypatch):
     summary = run_method(domain, "robust", cfg, out, progress=False)
     assert set(artifact_parts(out)) == {"text_encoder", "unet"}
     assert summary["component"] == "text_encoder+unet" and summary["unet_calls"] > summary["stage1"]["unet_calls"]
+    first = json.loads((out / "stage1" / "erasekit.json").read_text())
+    assert first["bank_unet_calls"] > 0 and summary["bank_unet_calls"] == 0  # stage 2 took stage 1's banks
     pool = load_file(str(out / "checkpoint" / "state.safetensors"))
     assert int(pool["inversion_pool.filled"]) == 2  # iterations 0 and 2 re-inverted (invert_every 2, warm-up 0)
     assert pool["inversion_pool.emb"][:2].abs().sum() > 0 and pool["inversion_pool.emb"][2:].abs().sum() == 0
@@ -281,9 +283,9 @@ def test_a_soft_pass_continues_from_stage1_with_the_original_targets_and_is_reus
     starts = []  # (stage, parameter sum of the encoder it starts from, its original encoder)
     soft_trainer, trainer = robust.AdvUnlearnTrainer, robust.RobustTrainer
 
-    def spy_pass(pipe, config, dtype=None, text_encoder_o=None):
+    def spy_pass(pipe, config, dtype=None, text_encoder_o=None, banks=None):
         starts.append(("pass", sum(p.sum().item() for p in pipe.text_encoder.parameters()), text_encoder_o))
-        return soft_trainer(pipe, config, dtype, text_encoder_o)
+        return soft_trainer(pipe, config, dtype, text_encoder_o, banks)
 
     def spy_stage1(pipe, config, text_encoder_o, *args):
         if config.component == "text_encoder":

@@ -31,6 +31,7 @@ from pydantic import Field
 from transformers import CLIPTextModel
 
 from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
+from erasekit.diffusion import BankCache
 from erasekit.methods.esd import EraseConfig, EsdTrainer
 from erasekit.text import Slots, build_slots, check_prompts, encode_injected, random_token_embeddings
 
@@ -75,8 +76,9 @@ class AdvUnlearnTrainer(EsdTrainer):
         config: AdvUnlearnConfig,
         dtype: torch.dtype | None = None,
         text_encoder_o: CLIPTextModel | None = None,
+        banks: BankCache | None = None,
     ) -> None:
-        super().__init__(pipe, config, dtype, text_encoder_o)
+        super().__init__(pipe, config, dtype, text_encoder_o, banks)
         self.config: AdvUnlearnConfig = config
         check_prompts(self.tokenizer, self.prompts, reserve=config.attack.k)
         self.slots = build_slots(self.tokenizer, self.prompts, config.attack.mode, config.attack.k, config.concepts[0])

@@ -49,7 +49,15 @@ from transformers import CLIPTextModel
 from erasekit.artifact import save_artifact
 from erasekit.checkpoint import load_checkpoint, save_checkpoint
 from erasekit.config import config_hash
-from erasekit.diffusion import ModelPair, TrajectoryBank, UnetCounter, ddim_partial, ddim_timesteps, jitter_timesteps
+from erasekit.diffusion import (
+    BankCache,
+    ModelPair,
+    TrajectoryBank,
+    UnetCounter,
+    ddim_partial,
+    ddim_timesteps,
+    jitter_timesteps,
+)
 from erasekit.errors import ErasekitError
 from erasekit.methods.trainable import select_parameters
 from erasekit.text import check_prompts, concept_tokens, encode, token_ids
@@ -138,11 +146,14 @@ class EsdTrainer:
         config: EraseConfig,
         dtype: torch.dtype | None = None,
         text_encoder_o: CLIPTextModel | None = None,
+        banks: BankCache | None = None,
     ) -> None:
         """`dtype` bf16/fp16: the frozen parts run in it under autocast; the trained component stays fp32.
         `text_encoder_o`: the original encoder when `pipe`'s own encoder is already erased (a UNet trained behind an
-        erased encoder); eq. 2's targets then come from the original encoder and UNet."""
+        erased encoder); eq. 2's targets then come from the original encoder and UNet. `banks`: trajectory banks
+        shared with trainers on the same original model (an equal bank is built once)."""
         self.config = config
+        self.banks = banks
         self.xt_mode = self.x_source(config)
         self.pipe = pipe
         self.scheduler = pipe.scheduler
@@ -215,13 +226,21 @@ class EsdTrainer:
 
     # ---- x_t ---------------------------------------------------------------------------------------------
     def make_bank(self, ctx: torch.Tensor, n: int, salt: int) -> TrajectoryBank:
-        """n cached trajectories over prompts `ctx` (P, L, D); deterministic in (seed, salt), so resume rebuilds it."""
-        g = torch.Generator().manual_seed(self.config.seed * 7 + salt)
-        noise = torch.randn(n, *self.latent_shape, generator=g)
+        """n cached trajectories over prompts `ctx` (P, L, D); deterministic in (seed, salt), so resume rebuilds it
+        (or takes it from `banks` when a trainer on the same original model built it)."""
         cfg = self.config
-        return TrajectoryBank(
-            self.pair, self.scheduler, ctx, self.null_o, noise, None, cfg.ddim_steps, cfg.start_guidance
-        )
+
+        def build() -> TrajectoryBank:
+            g = torch.Generator().manual_seed(cfg.seed * 7 + salt)
+            noise = torch.randn(n, *self.latent_shape, generator=g)
+            return TrajectoryBank(
+                self.pair, self.scheduler, ctx, self.null_o, noise, None, cfg.ddim_steps, cfg.start_guidance
+            )
+
+        if self.banks is None:
+            return build()
+        key = (n, cfg.seed, salt, self.latent_shape, cfg.ddim_steps, cfg.start_guidance)
+        return self.banks.get(key, self.pair.unet_o, ctx, self.null_o, build)
 
     def build_bank(self) -> None:
         """The cached trajectories of xt_mode="cached" (concept prompts, and retain prompts when gamma > 0)."""

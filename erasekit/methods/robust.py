@@ -48,7 +48,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from erasekit.attacks.inversion import InversionConfig, concept_latents, learn
 from erasekit.config import config_hash
-from erasekit.diffusion import TrajectoryBank
+from erasekit.diffusion import BankCache, TrajectoryBank
 from erasekit.generation import generate
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
 from erasekit.text import (
@@ -169,8 +169,9 @@ class RobustTrainer(AdvUnlearnTrainer):
         text_encoder_o,
         concept_images: torch.Tensor,
         dtype: torch.dtype | None = None,
+        banks: BankCache | None = None,
     ) -> None:
-        super().__init__(pipe, config, dtype, text_encoder_o)
+        super().__init__(pipe, config, dtype, text_encoder_o, banks)
         self.config: RobustConfig = config
         self.x0 = concept_latents(pipe, concept_images)
         inv = config.inversion
@@ -338,17 +339,18 @@ def erase(
     if concept_images is None:
         concept_images = original_images(pipe, config.prompts or config.concepts)
     original_te = copy.deepcopy(pipe.text_encoder).requires_grad_(False).eval()
+    banks = BankCache()  # every stage's eq. 2 targets come from the original model: equal banks are built once
     first, soft = stage1_config(config), soft_pass_config(config)
     if reusable(output / "stage1", first):
         trained = type(pipe.text_encoder).from_pretrained(output / "stage1" / "text_encoder")
         pipe.text_encoder.load_state_dict(trained.state_dict())
         stage1 = {**json.loads((output / "stage1" / "erasekit.json").read_text()), "reused": True}
     elif isinstance(first, RobustConfig):
-        stage1 = RobustTrainer(pipe, first, original_te, concept_images, dtype).run(
+        stage1 = RobustTrainer(pipe, first, original_te, concept_images, dtype, banks).run(
             output / "stage1", progress=progress
         )
     else:
-        stage1 = AdvUnlearnTrainer(pipe, first, dtype).run(output / "stage1", progress=progress)
+        stage1 = AdvUnlearnTrainer(pipe, first, dtype, banks=banks).run(output / "stage1", progress=progress)
     encoder = output / "stage1"
     if soft is not None:
         encoder = output / "stage1_soft"
@@ -357,12 +359,12 @@ def erase(
             pipe.text_encoder.load_state_dict(trained.state_dict())
             passed = json.loads((encoder / "erasekit.json").read_text())
         else:
-            passed = AdvUnlearnTrainer(pipe, soft, dtype, original_te).run(encoder, progress=progress)
+            passed = AdvUnlearnTrainer(pipe, soft, dtype, original_te, banks).run(encoder, progress=progress)
             info = json.loads((encoder / "erasekit.json").read_text())
             (encoder / "erasekit.json").write_text(json.dumps({**info, "after_sha256": config_hash(first)}, indent=1))
         stage1 = {k: stage1.get(k, 0) + passed.get(k, 0) for k in ("seconds", "unet_calls", "unet_rows")}
     pipe.text_encoder.requires_grad_(False).eval()
-    stage2 = RobustTrainer(pipe, config, original_te, concept_images, dtype).run(output, progress=progress)
+    stage2 = RobustTrainer(pipe, config, original_te, concept_images, dtype, banks).run(output, progress=progress)
     shutil.copytree(encoder / "text_encoder", output / "text_encoder", dirs_exist_ok=True)
     summary = {
         **stage2,
