@@ -255,8 +255,8 @@ class BankCache:
     """Trajectory banks kept for trainers whose eq. 2 targets come from the same original model (the robust
     method's stages: stage 1 trains the text encoder, stage 2 the UNet behind it, both against the one original
     encoder and UNet). `get` returns a bank built earlier when everything that makes it is equal: its key (noise
-    size, seed, salt, DDIM options), the prompt and null contexts (P, L, D) and the original UNet's weights (one sum
-    per parameter tensor, a cheap fingerprint); otherwise it builds and keeps a new one. Banks are read-only."""
+    size, seed, salt, DDIM options), the prompt and null contexts (P, L, D) and the original UNet's `fingerprint`;
+    otherwise it builds and keeps a new one. Banks are read-only."""
 
     def __init__(self) -> None:
         self.entries: list[tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor, TrajectoryBank]] = []
@@ -264,20 +264,25 @@ class BankCache:
     def get(
         self,
         key: tuple,
-        unet_o: torch.nn.Module,
+        weights: torch.Tensor,
         ctx: torch.Tensor,
         ctx_null: torch.Tensor,
         build: Callable[[], TrajectoryBank],
     ) -> TrajectoryBank:
-        """The bank of (key, unet_o, ctx, ctx_null), built by `build()` on a miss."""
-        with torch.no_grad():
-            weights = torch.stack([p.detach().double().sum().cpu() for p in unet_o.parameters()])
+        """The bank of (key, original UNet `weights` (its `fingerprint`), ctx, ctx_null), built by `build()` on a
+        miss."""
         for k, w, c, n, bank in self.entries:
             if k == key and torch.equal(w, weights) and torch.equal(c, ctx) and torch.equal(n, ctx_null):
                 return bank
         bank = build()
         self.entries.append((key, weights, ctx, ctx_null, bank))
         return bank
+
+    @staticmethod
+    @torch.no_grad()
+    def fingerprint(module: torch.nn.Module) -> torch.Tensor:
+        """(n_params,) float64 on the CPU: one sum per parameter tensor, a cheap stand-in for the weights."""
+        return torch.stack([p.detach().double().sum() for p in module.parameters()]).cpu()
 
 
 @torch.no_grad()
