@@ -11,9 +11,13 @@ out=runs/$tag-s$seed
 mkdir -p runs
 test -f "$out/erasekit.json" || "$bin/erasekit" erase --method robust --concept circle --recipe "$recipe" \
   ${overlay:+--config "$overlay"} --seed "$seed" -o "$out" --json > "$out.erase.json"
+# ATTACK_SEEDS="0 1" also attacks another draw of held-out prompts (--seed 1), into $out-ATTACK-a1.json.
 for attack in ${ATTACKS:-inversion soft token ring-a-bell}; do
-  test -s "$out-$attack.json" || { "$bin/erasekit" attack --artifact "$out" --concept circle --attack "$attack" \
-    --json > "$out-$attack.tmp" && mv "$out-$attack.tmp" "$out-$attack.json"; }
+  for a in ${ATTACK_SEEDS:-0}; do
+    name=$attack; [ "$a" = 0 ] || name=$attack-a$a
+    test -s "$out-$name.json" || { "$bin/erasekit" attack --artifact "$out" --concept circle --attack "$attack" \
+      --seed "$a" --json > "$out-$name.tmp" && mv "$out-$name.tmp" "$out-$name.json"; }
+  done
 done
 test -s "$out-eval.json" || { "$bin/erasekit" evaluate --artifact "$out" --concept circle --attacks none -o "$out-eval" \
   --json > "$out-eval.tmp" && mv "$out-eval.tmp" "$out-eval.json"; }

@@ -3,8 +3,8 @@
     python benchmarks/robust_seeds_table.py runs/rob13-s0 runs/rob13-s1 runs/rob13-s2
     python benchmarks/robust_seeds_table.py --extra soft-a1 runs/rob32-s0 ...   # plus runs/rob32-s0-soft-a1.json
 
-`--extra NAME` adds a column for another attack file beside a run (e.g. the soft attack at `--seed 1`, written by
-hand to runs/TAG-sSEED-soft-a1.json): its single attack's ASR.
+`--extra NAME` adds a column for another attack file beside a run (e.g. the soft attack at `--seed 1`, which
+`ATTACK_SEEDS="0 1" bash benchmarks/robust_seed.sh ...` writes to runs/TAG-sSEED-soft-a1.json): its attack's ASR.
 
 A cell is '-' where that step has not run (yet). Circles = the evaluation's pre-attack rate on the held-out circle
 prompts, other shapes = its retained accuracy.
