@@ -264,18 +264,17 @@ class BankCache:
     def get(
         self,
         key: tuple,
-        weights: torch.Tensor,
+        unet_fingerprint: torch.Tensor,
         ctx: torch.Tensor,
         ctx_null: torch.Tensor,
         build: Callable[[], TrajectoryBank],
     ) -> TrajectoryBank:
-        """The bank of (key, original UNet `weights` (its `fingerprint`), ctx, ctx_null), built by `build()` on a
-        miss."""
+        """The bank of (key, the original UNet's `fingerprint`, ctx, ctx_null), built by `build()` on a miss."""
         for k, w, c, n, bank in self.entries:
-            if k == key and torch.equal(w, weights) and torch.equal(c, ctx) and torch.equal(n, ctx_null):
+            if k == key and torch.equal(w, unet_fingerprint) and torch.equal(c, ctx) and torch.equal(n, ctx_null):
                 return bank
         bank = build()
-        self.entries.append((key, weights, ctx, ctx_null, bank))
+        self.entries.append((key, unet_fingerprint, ctx, ctx_null, bank))
         return bank
 
     @staticmethod

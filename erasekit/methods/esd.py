@@ -154,7 +154,7 @@ class EsdTrainer:
         shared with trainers on the same original model (an equal bank is built once)."""
         self.config = config
         self.banks = banks
-        self.unet_o_weights: torch.Tensor | None = None  # BankCache.fingerprint of the original UNet, on first use
+        self.unet_o_fingerprint: torch.Tensor | None = None  # BankCache.fingerprint of the original UNet, on first use
         self.xt_mode = self.x_source(config)
         self.pipe = pipe
         self.scheduler = pipe.scheduler
@@ -240,10 +240,10 @@ class EsdTrainer:
 
         if self.banks is None:
             return build()
-        if self.unet_o_weights is None:  # once per trainer: the original UNet is frozen while it trains
-            self.unet_o_weights = BankCache.fingerprint(self.pair.unet_o)
+        if self.unet_o_fingerprint is None:  # once per trainer: the original UNet is frozen while it trains
+            self.unet_o_fingerprint = BankCache.fingerprint(self.pair.unet_o)
         key = (n, cfg.seed, salt, self.latent_shape, cfg.ddim_steps, cfg.start_guidance)
-        return self.banks.get(key, self.unet_o_weights, ctx, self.null_o, build)
+        return self.banks.get(key, self.unet_o_fingerprint, ctx, self.null_o, build)
 
     def build_bank(self) -> None:
         """The cached trajectories of xt_mode="cached" (concept prompts, and retain prompts when gamma > 0)."""
