@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel
 from transformers import CLIPTextModel, CLIPTokenizer
 
 from erasekit.text import encode, token_ids
@@ -28,13 +27,3 @@ def nearest_value(concepts: list[str], tokenizer: CLIPTokenizer, text_encoder: C
     ctx = F.normalize(encode(text_encoder, token_ids(tokenizer, list(concepts) + others)).flatten(1), dim=1)
     sim = ctx[len(concepts) :] @ ctx[: len(concepts)].T  # (V, C)
     return others[int(sim.mean(1).argmax())]
-
-
-def nearest_anchor(config: BaseModel) -> list[str]:
-    """`anchor` default of a shapes-world method config: [the nearest value] in the bundled text encoder."""
-    from erasekit.pipeline import bundle_dir
-
-    folder = bundle_dir() / "pipeline"
-    tokenizer = CLIPTokenizer.from_pretrained(folder / "tokenizer")
-    text_encoder = CLIPTextModel.from_pretrained(folder / "text_encoder").eval()
-    return [nearest_value(list(config.concepts), tokenizer, text_encoder)]
