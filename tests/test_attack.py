@@ -9,6 +9,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from erasekit.artifact import load_original_component
 from erasekit.attacks import AttackConfig, judge, run_attack
 from erasekit.attacks.soft import SoftAttackConfig, attack_loss, optimize_embeddings
 from erasekit.attacks.token import TokenAttackConfig, optimize_tokens, search_space
@@ -175,8 +176,6 @@ def test_token_attack_keeps_best_projection(shapes_pipe):
 
 @pytest.mark.parametrize("kind", ["soft", "token"])
 def test_run_attack_and_judge(shapes_pipe, kind):
-    from erasekit.artifact import load_original_component
-
     original = {"text_encoder": load_original_component("shapes", "text_encoder")}
     cfg = AttackConfig(soft=SoftAttackConfig(steps=2), token=TokenAttackConfig(steps=2), sample_steps=3)
     outs = run_attack(shapes_pipe, original, PROMPTS, [3, 4], kind, cfg, "circle", vocabulary=english_words())
@@ -206,8 +205,6 @@ def test_run_attack_and_judge(shapes_pipe, kind):
 
 def test_prompts_already_flagged_are_not_attacked(shapes_pipe):
     """With a detector, a prompt whose unattacked image is flagged counts as a success as it is (UnlearnDiffAtk)."""
-    from erasekit.artifact import load_original_component
-
     original = {"text_encoder": load_original_component("shapes", "text_encoder")}
     cfg = AttackConfig(soft=SoftAttackConfig(steps=2), sample_steps=3, check_every=1)
     calls: list[int] = []

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from erasekit import ErasekitError, load_pipeline
@@ -7,8 +8,6 @@ from erasekit.text import check_prompts, token_ids
 
 
 def test_shapes_pipeline_is_sd_classes(shapes_pipe):
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-
     assert isinstance(shapes_pipe, StableDiffusionPipeline)
     assert isinstance(shapes_pipe.unet, UNet2DConditionModel) and isinstance(shapes_pipe.vae, AutoencoderKL)
     assert isinstance(shapes_pipe.text_encoder, CLIPTextModel) and isinstance(shapes_pipe.scheduler, DDIMScheduler)

@@ -2,6 +2,8 @@ import pytest
 import torch
 
 import erasekit.world.train as wt
+from erasekit.pipeline import load_pipeline
+from erasekit.world.evaluators import ShapeClassifier
 
 TINY = dict(
     vae_steps=2, classifier_steps=2, clip_steps=2, unet_steps=4, checkpoint_every=2,
@@ -37,9 +39,6 @@ def test_training_is_deterministic_and_resumes_to_the_same_weights(tmp_path, mon
 
 
 def test_export_bundle_loads_as_pipeline(tmp_path):
-    from erasekit.pipeline import load_pipeline
-    from erasekit.world.evaluators import ShapeClassifier
-
     models = wt.train_world(tmp_path / "w", wt.WorldTrainConfig(**TINY))
     wt.export_bundle(models, tmp_path / "bundle")
     pipe = load_pipeline(str(tmp_path / "bundle" / "pipeline"))

@@ -11,7 +11,9 @@ import io
 import json
 from pathlib import Path
 
+import matplotlib
 import torch
+from matplotlib.figure import Figure
 
 from erasekit.eval.harness import EvalResult
 from erasekit.imaging import grid
@@ -63,15 +65,19 @@ def _grid_html(label: str, images: torch.Tensor) -> str:
     return f'<figure><img alt="{html.escape(label)}" src="{_png(img)}"><figcaption>{html.escape(label)}</figcaption></figure>'
 
 
+def _png_url(fig: Figure) -> str:
+    """A matplotlib figure as a PNG data: URL (laid out tightly)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
 def asr_fid_plot(results: dict[str, EvalResult]) -> str | None:
     """A scatter of FID (x) against ASR (y), one point per model and attack; a data: URL, None without FID."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(5.5, 4), dpi=100)
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(5.5, 4), dpi=100)
+    ax = fig.add_subplot()
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     plotted = False
     for i, (name, r) in enumerate(results.items()):  # one colour per model, one marker per attack
         for kind, marker in (("soft", "o"), ("token", "s"), ("inversion", "^"), ("ring-a-bell", "D")):
@@ -81,33 +87,24 @@ def asr_fid_plot(results: dict[str, EvalResult]) -> str | None:
             ax.scatter(fid, 100 * a, marker=marker, s=50, color=colours[i % len(colours)], label=f"{name} ({kind})")
             plotted = True
     if not plotted:
-        plt.close(fig)
         return None
     ax.set_xlabel("FID (lower is better)")
     ax.set_ylabel("ASR % (lower is better)")
     ax.set_title("Robustness vs. utility")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _png_url(fig)
 
 
 def robustness_chart(results: dict[str, EvalResult]) -> str | None:
     """Grouped bars: ASR per attack for every model (the worst case is the tallest bar); a data: URL, None without
     attacks. The title states the one-prompt resolution."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = {name: r.metrics["robustness"] for name, r in results.items() if r.metrics.get("robustness")}
     if not rows:
         return None
     kinds = sorted({k for rob in rows.values() for k in rob["asr"]})
-    fig, ax = plt.subplots(figsize=(max(5.5, 1.2 * len(rows) + 2), 4), dpi=100)
+    fig = Figure(figsize=(max(5.5, 1.2 * len(rows) + 2), 4), dpi=100)
+    ax = fig.add_subplot()
     width = 0.8 / len(kinds)
     for j, kind in enumerate(kinds):
         xs = [i + j * width for i in range(len(rows))]
@@ -119,11 +116,7 @@ def robustness_chart(results: dict[str, EvalResult]) -> str | None:
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+    return _png_url(fig)
 
 
 STYLE = """
