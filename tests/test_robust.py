@@ -100,6 +100,18 @@ def test_stage1_can_be_the_robust_training_on_the_text_encoder(tmp_path, monkeyp
         method_config(domain, "robust", ["circle"], None, None, {**over, "stage1_method": "advunlearn"})
 
 
+def test_stage1_takes_the_shared_options_unless_it_sets_its_own():
+    """Concepts, prompts, anchor and seed come from the top of the recipe; a key under `stage1` (here its own
+    anchor) wins for stage 1 only, and stage 2 keeps the shared one."""
+    domain = domain_for("shapes")
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "seed": 5})
+    first = stage1_config(cfg)
+    assert (first.anchor, first.seed, first.prompts, first.concepts) == (["square"], 5, cfg.prompts, ["circle"])
+    own = {**TINY, "stage1": {**TINY["stage1"], "anchor": ["star"]}}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, own)
+    assert stage1_config(cfg).anchor == ["star"] and cfg.anchor == ["square"]
+
+
 def test_shipped_stage1_trains_unnamed_rows_and_learns_no_inversion(tmp_path, monkeypatch):
     """The shapes recipe's stage 1: the robust training on the text encoder with c* and unnamed rows only. With no
     row at a v*, stage 1 learns no inversion and never draws from its empty pool (stage 2 still inverts)."""

@@ -293,19 +293,23 @@ class RobustTrainer(AdvUnlearnTrainer):
 
 def stage1_config(config: RobustConfig) -> AdvUnlearnConfig:
     """Stage 1's config (an AdvUnlearnConfig, or a RobustConfig on the text encoder with `stage1_method: robust`):
-    `stage1` plus the shared concepts, prompts, retain prompts, anchor and seed."""
-    shared = {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
+    `stage1` over the shared concepts, prompts, retain prompts, anchor and seed (a key `stage1` sets wins, e.g. a
+    stage-1 anchor of its own)."""
     if config.stage1_method == "robust":
-        return RobustConfig.model_validate({**config.stage1, **shared, "component": "text_encoder"})
-    return AdvUnlearnConfig.model_validate({**config.stage1, **shared})
+        return RobustConfig.model_validate({**_shared(config), **config.stage1, "component": "text_encoder"})
+    return AdvUnlearnConfig.model_validate({**_shared(config), **config.stage1})
 
 
 def soft_pass_config(config: RobustConfig) -> AdvUnlearnConfig | None:
-    """The soft-prefix pass's config (`stage1_soft` plus the shared options), None without one."""
+    """The soft-prefix pass's config (`stage1_soft` over the shared options, as stage 1), None without one."""
     if config.stage1_soft is None:
         return None
-    shared = {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
-    return AdvUnlearnConfig.model_validate({**config.stage1_soft, **shared})
+    return AdvUnlearnConfig.model_validate({**_shared(config), **config.stage1_soft})
+
+
+def _shared(config: RobustConfig) -> dict:
+    """The options every stage takes from the top of the recipe unless its own dict sets them."""
+    return {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
 
 
 def reusable(folder: Path, config: AdvUnlearnConfig, after: str = "") -> bool:
