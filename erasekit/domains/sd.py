@@ -31,6 +31,7 @@ from erasekit.eval.hf_detectors import (
     imagenet_concepts,
 )
 from erasekit.generation import generate
+from erasekit.methods.robust import SHARED_OPTIONS
 from erasekit.prompts import PromptSet, read_prompt_file
 from erasekit.sd_prompts import coco_like_prompts, templated_prompts
 from erasekit.world.prompt_sets import ATTRIBUTES
@@ -124,9 +125,11 @@ class SdDomain(Domain):
         return f"sd/{method}-{found.pop()}"
 
     def recipe_options(self, recipe: dict[str, Any], concepts: list[str]) -> dict[str, Any]:
-        """A robust recipe's empty `stage1` becomes the AdvUnlearn recipe of the concepts' kind."""
+        """A robust recipe's empty `stage1` becomes the AdvUnlearn recipe of the concepts' kind, less the options
+        that every stage shares with the robust recipe (seed, anchor, prompts: those stay the robust recipe's)."""
         if recipe.get("stage1") == {}:
-            return {**recipe, "stage1": load_recipe(self.recipe_name("advunlearn", concepts))}
+            advunlearn = load_recipe(self.recipe_name("advunlearn", concepts))
+            return {**recipe, "stage1": {k: v for k, v in advunlearn.items() if k not in SHARED_OPTIONS}}
         return recipe
 
     def fill(self, method: str, config: BaseModel) -> BaseModel:

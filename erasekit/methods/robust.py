@@ -61,6 +61,9 @@ from erasekit.text import (
     token_ids,
 )
 
+# options every stage takes from the top of the recipe (a stage's own dict may still set one, e.g. its anchor)
+SHARED_OPTIONS = ("concepts", "prompts", "retain_prompts", "anchor", "seed")
+
 
 class RobustConfig(AdvUnlearnConfig):
     """Stage 2's options (an AdvUnlearn run on the UNet plus the inversion pool); `stage1` holds stage 1's
@@ -309,7 +312,7 @@ def soft_pass_config(config: RobustConfig) -> AdvUnlearnConfig | None:
 
 def _shared(config: RobustConfig) -> dict:
     """The options every stage takes from the top of the recipe unless its own dict sets them."""
-    return {k: getattr(config, k) for k in ("concepts", "prompts", "retain_prompts", "anchor", "seed")}
+    return {k: getattr(config, k) for k in SHARED_OPTIONS}
 
 
 def reusable(folder: Path, config: AdvUnlearnConfig, after: str = "") -> bool:
