@@ -88,6 +88,8 @@ def test_sd_has_a_recipe_for_every_method_and_kind_and_robust_stage1_is_advunlea
         cfg, name = method_config(sd, "robust", [concept])
         assert name == "sd/robust" and cfg.component == "unet" and cfg.stage1["gamma"] == gamma
         assert stage1_config(cfg).component == "text_encoder" and stage1_config(cfg).steps == 1000
+    cfg, _ = method_config(sd, "robust", ["church"], None, None, {"seed": 3})
+    assert stage1_config(cfg).seed == 3 and stage1_config(cfg).anchor == cfg.anchor  # the robust recipe's, not its own
 
 
 def test_shapes_refuses_words_outside_the_world_and_has_one_recipe_per_method() -> None:
