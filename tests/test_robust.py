@@ -28,7 +28,7 @@ TINY = {
 def test_robust_writes_both_parts_and_reuses_stage1(tmp_path, monkeypatch):
     domain = domain_for("shapes")
     cfg, name = method_config(domain, "robust", ["circle"], None, None, TINY)
-    assert name == "shapes/robust" and cfg.anchor == ["square"] and cfg.component == "unet"
+    assert name == "shapes/robust" and cfg.anchor == ["square", "star"] and cfg.component == "unet"
     out = tmp_path / "r"
     summary = run_method(domain, "robust", cfg, out, progress=False)
     assert set(artifact_parts(out)) == {"text_encoder", "unet"}
