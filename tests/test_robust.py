@@ -106,10 +106,10 @@ def test_stage1_takes_the_shared_options_unless_it_sets_its_own():
     domain = domain_for("shapes")
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "seed": 5})
     first = stage1_config(cfg)
-    assert (first.anchor, first.seed, first.prompts, first.concepts) == (["square"], 5, cfg.prompts, ["circle"])
+    assert (first.anchor, first.seed, first.prompts, first.concepts) == (["square", "star"], 5, cfg.prompts, ["circle"])
     own = {**TINY, "stage1": {**TINY["stage1"], "anchor": ["star"]}}
     cfg, _ = method_config(domain, "robust", ["circle"], None, None, own)
-    assert stage1_config(cfg).anchor == ["star"] and cfg.anchor == ["square"]
+    assert stage1_config(cfg).anchor == ["star"] and cfg.anchor == ["square", "star"]
 
 
 def test_shipped_stage1_trains_unnamed_rows_and_learns_no_inversion(tmp_path, monkeypatch):
