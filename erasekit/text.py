@@ -5,6 +5,7 @@ injection (the attacks' way into the text encoder).
     encode(text_encoder, ids)              -> (B, L, D) last hidden state, the UNet's cross-attention context
     build_slots(tokenizer, prompts, ...)   -> Slots: ids (B, L) with k placeholder tokens, positions (B, k)
     encode_injected(text_encoder, slots, emb (k, D) | (B, k, D)) -> (B, L, D)
+    by_width(width (B,), run)              -> run over the rows of each width k, back in row order
 
 Injection modes: `prefix_k` (k new tokens right after BOS), `suffix_k` (k new tokens after the prompt, right before
 EOS), `replace_k` (k new tokens in place of the concept's tokens), `add` (emb is added to the concept tokens' own
@@ -15,7 +16,7 @@ token-embedding module.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -190,6 +191,16 @@ def encode_injected(text_encoder: CLIPTextModel, slots: Slots, emb: torch.Tensor
     """(B, L, D) context of slots.ids with `emb` (k, D) or (B, k, D) injected; differentiable in emb."""
     with injected(text_encoder, slots, emb):
         return encode(text_encoder, slots.ids)
+
+
+def by_width(width: torch.Tensor, run: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Rows whose injected embeddings differ in width: `run(k, rows)` (rows (n_k,) long, the batch rows of width k)
+    for each width in increasing order, outputs (n_k, ...) concatenated back in the batch's row order (B, ...).
+    The slots of a prompt depend on k, so one encoder call takes one width."""
+    groups = [(k, (width == k).nonzero().squeeze(1)) for k in sorted(set(width.tolist()))]
+    parts = [run(k, rows) for k, rows in groups]
+    order = torch.cat([rows for _, rows in groups]).argsort()
+    return torch.cat(parts)[order.to(parts[0].device)]
 
 
 def random_token_embeddings(

@@ -15,6 +15,7 @@ from erasekit.domains import sd as sd_domain
 from erasekit.domains import shapes as shapes_domain
 from erasekit.errors import ErasekitError
 from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer, erase
+from erasekit.text import Slots, encode_injected
 
 RETAIN = ["a red square", "a blue triangle on a white background", "a green cross", "a star", "a yellow square"]
 
@@ -63,10 +64,34 @@ def test_attack_pool_moves_only_the_members_the_rows_use():
     trainer = AdvUnlearnTrainer(load_pipeline("shapes"), _config(warmup=0, attack_pool=6, batch_size=2))
     trainer.build_bank()
     start = trainer.adv.emb.clone()  # (pool, k, D)
-    assert start.shape[:2] == (6, trainer.slots.k)
+    assert start.shape[:2] == (6, 1)  # every member at attack.k
     trainer.loss(0, torch.Generator().manual_seed(5))
     moved = (trainer.adv.emb != start).flatten(1).any(1)
     assert 1 <= int(moved.sum()) <= 2  # the two concept rows' members; the rest of the pool waits its turn
+
+
+def test_attack_widths_give_each_member_its_own_number_of_tokens():
+    cfg = _config(warmup=0, attack_pool=4, attack_widths=[1, 3], batch_size=4)
+    trainer = AdvUnlearnTrainer(load_pipeline("shapes"), cfg)
+    trainer.build_bank()
+    assert trainer.width.tolist() == [1, 3, 1, 3] and trainer.adv.emb.shape[1] == 3  # stored at the widest k
+    start = trainer.adv.emb.clone()
+    g = torch.Generator().manual_seed(0)
+    x, t, prompt = trainer.sample_xt(4, g)
+    ctx = trainer.concept_context(0, x, t, prompt, torch.Generator().manual_seed(3))
+    rows = trainer.pool_rows(4, torch.Generator().manual_seed(3))  # the members concept_context drew
+    assert set(trainer.width[rows].tolist()) == {1, 3}  # this draw mixes both widths
+    narrow = trainer.width == 1
+    assert torch.equal(trainer.adv.emb[narrow, 1:], start[narrow, 1:])  # a 1-token member's unused slots stay
+    assert not torch.equal(trainer.adv.emb[rows], start[rows])
+    for b in range(4):  # each row is its prompt with its member's first k tokens in front, k its member's width
+        k = int(trainer.width[rows[b]])
+        slots = trainer.slots[k]
+        one = Slots(slots.ids[prompt[b : b + 1]], slots.positions[prompt[b : b + 1]], slots.mode)
+        expected = encode_injected(trainer.pair.text_encoder, one, trainer.adv.emb[rows[b : b + 1], :k])
+        assert torch.allclose(ctx[b : b + 1], expected, atol=1e-5)
+    with pytest.raises(ValidationError, match="attack_pool"):
+        _config(attack_pool=2, attack_widths=[1, 3, 8])
 
 
 def test_killed_run_resumes_to_the_same_weights_and_c_star(tmp_path, run_killed):

@@ -16,7 +16,7 @@ from erasekit.domains import domain_for, method_config, run_method
 from erasekit.errors import ErasekitError
 from erasekit.methods import artifact_parts, erased_parts, load_erased, robust
 from erasekit.methods.robust import RobustTrainer, stage1_config
-from erasekit.text import encode, token_embedding, token_ids
+from erasekit.text import Slots, encode, encode_injected, token_embedding, token_ids
 
 TINY = {
     "steps": 3, "checkpoint_every": 1, "cache_size": 1, "ddim_steps": 4, "retain_batch": 2, "invert_every": 2,
@@ -169,11 +169,11 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
     images = domain.method_inputs("robust", cfg)["concept_images"]
     trainer = RobustTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
     table = token_embedding(pipe.text_encoder).weight.detach()
-    u = trainer.unnamed(6, torch.Generator().manual_seed(0))
-    assert u.shape == (6, cfg.inversion.k, table.shape[1])
+    u, width = trainer.unnamed(6, torch.Generator().manual_seed(0))
+    assert u.shape == (6, cfg.inversion.k, table.shape[1]) and width.tolist() == [cfg.inversion.k] * 6
     assert all((table == row).all(1).any() for row in u[:, 0])  # no noise: real vocabulary tokens
     trainer.config = cfg.model_copy(update={"unnamed_noise": 1.0})
-    noisy = trainer.unnamed(6, torch.Generator().manual_seed(0))
+    noisy, _ = trainer.unnamed(6, torch.Generator().manual_seed(0))
     assert not any((table == row).all(1).any() for row in noisy[:, 0])  # with noise: between the tokens
     # every concept row unnamed: the trained model sees the prompts with u where "circle" was
     trainer.config = cfg.model_copy(update={"inversion_share": 0.0, "unnamed_share": 1.0, "warmup": 0})
@@ -182,7 +182,7 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
     x, t, prompt = trainer.sample_xt(3, g)
     ctx = trainer.concept_rows(0, x, t, prompt, g)[3].detach()  # (the inner attack needs gradients)
     named = trainer.context(trainer.ids[prompt]).detach()
-    for b, pos in enumerate(trainer.inv_slots.positions[prompt, 0].tolist()):  # causal encoder: the words before
+    for b, pos in enumerate(trainer.inv_slots[1].positions[prompt, 0].tolist()):  # causal encoder: the words before
         assert torch.allclose(ctx[b, :pos], named[b, :pos], atol=1e-5)  # the concept are as named (c* is a prefix)
         assert not torch.allclose(ctx[b, pos], named[b, pos], atol=1e-3)  # the concept's place is not
 
@@ -212,7 +212,7 @@ def test_unnamed_rows_can_take_the_unnamed_prompts_own_trajectories():
     for b in range(3):  # each row's x_t is a point of an unnamed trajectory, and its context names no circle
         assert (points == seen["x"][b]).flatten(1).all(1).any()
         named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]
-        pos = int(trainer.inv_slots.positions[seen["prompt"][b], 0])
+        pos = int(trainer.inv_slots[1].positions[seen["prompt"][b], 0])
         assert not torch.allclose(seen["ctx"][b, pos].detach(), named[pos], atol=1e-3)
 
 
@@ -254,6 +254,39 @@ def test_inversion_restarts_afresh_every_nth_time_and_else_continues_from_the_ne
     assert torch.equal(starts[3], torch.full_like(starts[3], 3.0))  # the 4th from the 3rd's
 
 
+def test_inversion_widths_cycle_and_each_row_uses_its_own_width(monkeypatch):
+    domain = domain_for("shapes")
+    over = {**TINY, "inversion_widths": [1, 3], "inversion_restart": 3, "inversion_pool": 4}
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, over)
+    images = domain.method_inputs("robust", cfg)["concept_images"]
+    trainer = RobustTrainer(load_pipeline("shapes"), cfg, load_pipeline("shapes").text_encoder, images)
+    starts = []
+
+    def record(pipe, x0, config, seed, start=None):
+        starts.append(None if start is None else start.clone())
+        return torch.full((config.k, trainer.pool.emb.shape[-1]), float(len(starts))), torch.zeros(1)
+
+    monkeypatch.setattr(robust, "learn", record)
+    for step in range(4):  # widths 1, 3, 1, 3; the 1st and 4th start afresh
+        trainer.invert(step)
+    assert trainer.pool.emb.shape[1] == 3 and trainer.pool.width.tolist() == [1, 3, 1, 3]
+    assert starts[0] is None and starts[3] is None
+    assert starts[1] is None  # no earlier v* of width 3 to continue from
+    assert starts[2].shape[0] == 1 and torch.equal(starts[2], torch.full_like(starts[2], 1.0))  # the 1st's, width 1
+    assert (trainer.pool.emb[0, 1:] == 0).all()  # a 1-token v* leaves the slots past its width empty
+    u, width = trainer.unnamed(64, torch.Generator().manual_seed(0))
+    assert u.shape[1] == 3 and set(width.tolist()) == {1, 3}  # unnamed rows draw their width
+    prompt = torch.tensor([0, 1, 2])
+    emb, width = trainer.pool.emb[[1, 0, 1]], trainer.pool.width[[1, 0, 1]]
+    ctx = trainer.injected(prompt, emb, width).detach()
+    for b in range(3):  # each row is its prompt with its v*'s first k tokens in the word's place
+        k = int(width[b])
+        slots = trainer.inv_slots[k]
+        one = Slots(slots.ids[prompt[b : b + 1]], slots.positions[prompt[b : b + 1]], slots.mode)
+        expected = encode_injected(trainer.pair.text_encoder, one, emb[b : b + 1, :k]).detach()
+        assert torch.allclose(ctx[b : b + 1], expected, atol=1e-5)
+
+
 def test_inversion_continues_from_a_given_start():
     pipe = load_pipeline("shapes")
     x0 = torch.randn(2, pipe.unet.config.in_channels, pipe.unet.config.sample_size, pipe.unet.config.sample_size)
@@ -277,11 +310,11 @@ def test_inversion_rows_come_on_top_of_the_batch():
     assert len(seen["x"]) == len(seen["t"]) == len(seen["prompt"]) == len(seen["ctx"]) == 5
     assert trainer.pool.members() == 1  # step 0 after warm-up: one inversion learned
     v = trainer.pool.emb[:1].expand(2, -1, -1)
-    extra = trainer.injected(seen["prompt"][3:], v).detach()
+    extra = trainer.injected(seen["prompt"][3:], v, trainer.pool.width[[0, 0]]).detach()
     assert torch.allclose(seen["ctx"][3:].detach(), extra, atol=1e-5)  # the two extra rows: v* in the word's place
     for b in range(3):  # the batch's rows keep c*: the concept word named after the soft prefix
         named = trainer.context(trainer.ids[seen["prompt"][b : b + 1]]).detach()[0]
-        pos = int(trainer.inv_slots.positions[seen["prompt"][b], 0])
+        pos = int(trainer.inv_slots[1].positions[seen["prompt"][b], 0])
         assert not torch.allclose(seen["ctx"][b, pos].detach(), extra[0, pos], atol=1e-3)
         assert not torch.allclose(seen["ctx"][b].detach(), named, atol=1e-4)  # c*, not the bare prompt
 

@@ -17,23 +17,25 @@ AT-ESD. Two schedules, counted by the UNet-evaluation counter:
               `attack_every` iterations.
 
 `attack_pool` > 1 keeps that many persistent c*, each concept row continuing one of them (the authors keep one):
-a single c* covers one direction of attack at a time, a pool covers several. The recipes per domain and kind of
+a single c* covers one direction of attack at a time, a pool covers several. `attack_widths` gives the pool's
+members different numbers of tokens k (member i has widths[i mod n]): the authors train one width, and a model
+trained at one width holds that width only (docs/history.md, stop 33). The recipes per domain and kind of
 concept are YAML files in `erasekit/recipes/`; their measurements are in docs/results.md.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from diffusers import StableDiffusionPipeline
-from pydantic import Field
+from pydantic import Field, model_validator
 from transformers import CLIPTextModel
 
 from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
 from erasekit.diffusion import BankCache
 from erasekit.methods.esd import EraseConfig, EsdTrainer
-from erasekit.text import Slots, build_slots, check_prompts, encode_injected, random_token_embeddings
+from erasekit.text import Slots, build_slots, by_width, check_prompts, encode_injected, random_token_embeddings
 
 
 class InnerAttackConfig(SoftAttackConfig):
@@ -55,8 +57,29 @@ class AdvUnlearnConfig(EraseConfig):
     attack: InnerAttackConfig = InnerAttackConfig()
     attack_init: Literal["previous", "random"] = "previous"
     attack_pool: int = Field(1, ge=1)  # adversarial prompts kept (1 = the authors' single c*); rows draw one each
+    attack_widths: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="tokens k of the pool's members, cycled (member i: widths[i mod n]); empty: every member has "
+        "attack.k",
+    )
     attack_every: int = Field(1, ge=1)
     schedule: Literal["faithful", "cheap"] = "cheap"  # faithful: x_t by partial DDIM; cheap: cached trajectories
+
+    @model_validator(mode="after")
+    def _widths(self) -> AdvUnlearnConfig:
+        if len(self.attack_widths) > self.attack_pool:
+            raise ValueError(
+                f"attack_widths lists {len(self.attack_widths)} widths for a pool of {self.attack_pool}: set "
+                "attack_pool to at least that many"
+            )
+        if self.attack_widths and self.attack.mode == "add":
+            raise ValueError("attack_widths needs a mode with its own slots (prefix_k, suffix_k, replace_k), not add")
+        return self
+
+    def widths(self) -> list[int]:
+        """The soft prefix's widths, one per pool member."""
+        cycle = self.attack_widths or [self.attack.k]
+        return [cycle[i % len(cycle)] for i in range(self.attack_pool)]
 
 
 class AdversarialPrompt(torch.nn.Module):
@@ -80,10 +103,14 @@ class AdvUnlearnTrainer(EsdTrainer):
     ) -> None:
         super().__init__(pipe, config, dtype, text_encoder_o, banks)
         self.config: AdvUnlearnConfig = config
-        check_prompts(self.tokenizer, self.prompts, reserve=config.attack.k)
-        self.slots = build_slots(self.tokenizer, self.prompts, config.attack.mode, config.attack.k, config.concepts[0])
+        widths = config.widths()
+        check_prompts(self.tokenizer, self.prompts, reserve=max(widths))
+        mode, concept = config.attack.mode, config.concepts[0]
+        # placeholder slots per width; the pool stores every member at the widest k and uses its first widths[i]
+        self.slots = {k: build_slots(self.tokenizer, self.prompts, mode, k, concept) for k in sorted(set(widths))}
+        self.width = torch.tensor(widths)  # (pool,)
         g = torch.Generator().manual_seed(config.seed * 7 + 3)
-        pool = (config.attack_pool, self.slots.k)
+        pool = (config.attack_pool, max(s.k for s in self.slots.values()))
         self.adv = AdversarialPrompt(random_token_embeddings(self.pair.text_encoder_o, pool, g))
 
     @staticmethod
@@ -100,8 +127,10 @@ class AdvUnlearnTrainer(EsdTrainer):
         return torch.randint(self.config.attack_pool, (batch,), generator=g)
 
     def adversarial(self, rows: torch.Tensor | None) -> torch.Tensor:
-        """c* for the rows: (k, D) shared, or (B, k, D) one pool member per row."""
-        return self.adv.emb[0] if rows is None else self.adv.emb[rows]
+        """c* for the rows, all of one width k: (k, D) shared, or (B, k, D) one pool member per row."""
+        if rows is None:
+            return self.adv.emb[0, : int(self.width[0])]
+        return self.adv.emb[rows, : int(self.width[rows[0]])]
 
     def inner_attack(
         self,
@@ -133,23 +162,46 @@ class AdvUnlearnTrainer(EsdTrainer):
         if cfg.attack_init == "random":
             init = random_token_embeddings(self.pair.text_encoder_o, tuple(init.shape[:-1]), g)
         emb, loss = optimize_embeddings(self.pair, slots, init, provider, cfg.attack, g)
-        emb = emb.detach()
+        emb, k = emb.detach(), emb.shape[-2]
         if rows is None:
-            self.adv.emb[0] = emb
+            self.adv.emb[0, :k] = emb
         else:
-            self.adv.emb[rows] = emb
+            self.adv.emb[rows, :k] = emb
         self.log["attack"] = loss.mean().item()
 
     def concept_context(
         self, step: int, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, g: torch.Generator
     ) -> torch.Tensor:
-        """The concept prompts during warm-up, then the prompts with c* from the inner attack (eq. 6's first term)."""
+        """The concept prompts during warm-up, then the prompts with c* from the inner attack (eq. 6's first term).
+        Rows whose pool members differ in width are attacked and encoded in one group per width."""
         cfg = self.config
         if step < cfg.warmup:
             return super().concept_context(step, x, t, prompt, g)
         rows = self.pool_rows(len(x), g)
-        slots = Slots(self.slots.ids[prompt], self.slots.positions[prompt], self.slots.mode)
-        if (step - cfg.warmup) % cfg.attack_every == 0:
+        attack = (step - cfg.warmup) % cfg.attack_every == 0
+        if rows is None:
+            return self.width_context(int(self.width[0]), x, t, prompt, None, attack, g)
+
+        def group(k: int, sel: torch.Tensor) -> torch.Tensor:
+            return self.width_context(k, x[sel.to(x.device)], t[sel.to(t.device)], prompt[sel], rows[sel], attack, g)
+
+        return by_width(self.width[rows], group)
+
+    def width_context(
+        self,
+        k: int,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        prompt: torch.Tensor,
+        rows: torch.Tensor | None,
+        attack: bool,
+        g: torch.Generator,
+    ) -> torch.Tensor:
+        """(B, L, D): the prompts with their c*, rows whose pool members all have width k; `attack` runs the inner
+        attack on them first."""
+        slots = self.slots[k]
+        slots = Slots(slots.ids[prompt], slots.positions[prompt], slots.mode)
+        if attack:
             self.inner_attack(x, t, prompt, slots, rows, g)
         return encode_injected(self.pair.text_encoder, slots, self.adversarial(rows))
 

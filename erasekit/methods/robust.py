@@ -31,7 +31,12 @@ include concept inversion ("search thoroughly, erase once", in the spirit of STE
 The text-encoder stage removes the concept from the words; the UNet stage removes what an attacker can still reach
 in the encoder's input-embedding space. The artifact holds both parts (text_encoder/, unet/).
 
-Shapes: c* (pool, k, D), v* (pool, k_v, D); x_t (B, C, h, w); concept latents x0 (N, C, h, w).
+Both inner attacks can cycle through several widths (`attack_widths`, `inversion_widths`: numbers of tokens per c*
+and per v*, and the widths of u): a model trained at one width held that width and not wider ones (docs/history.md,
+stop 33).
+
+Shapes: c* (pool, k_max, D), v* (pool, k_v_max, D), each member using its first k; x_t (B, C, h, w); concept latents
+x0 (N, C, h, w).
 """
 
 from __future__ import annotations
@@ -40,11 +45,12 @@ import copy
 import json
 import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from diffusers import StableDiffusionPipeline
 from pydantic import Field, ValidationError, model_validator
+from transformers import CLIPTextModel
 
 from erasekit.attacks.inversion import InversionConfig, concept_latents, learn
 from erasekit.config import config_hash
@@ -54,6 +60,7 @@ from erasekit.methods.advunlearn import AdvUnlearnConfig, AdvUnlearnTrainer
 from erasekit.text import (
     Slots,
     build_slots,
+    by_width,
     encode,
     encode_injected,
     random_token_embeddings,
@@ -85,6 +92,11 @@ class RobustConfig(AdvUnlearnConfig):
     inversion: InversionConfig = InversionConfig(steps=100)
     invert_every: int = Field(25, ge=1, description="iterations between two new inversion embeddings")
     inversion_pool: int = Field(8, ge=1, description="inversion embeddings kept (the newest)")
+    inversion_widths: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="tokens k of successive inversions, cycled (the n-th v* has widths[n mod len]), and the widths "
+        "the unnamed u rows draw from; empty: inversion.k",
+    )
     inversion_restart: int = Field(
         1,
         ge=1,
@@ -139,20 +151,29 @@ def _where(error: dict) -> str:
 
 
 class InversionPool(torch.nn.Module):
-    """v*: the newest `size` inversion embeddings (size, k, D) and how many are filled, buffers for checkpoints."""
+    """v*: the newest `size` inversion embeddings (size, k_max, D) with their widths (size,) (member i uses its first
+    width[i] tokens) and how many were pushed, buffers for checkpoints."""
 
     def __init__(self, size: int, k: int, dim: int) -> None:
         super().__init__()
         self.register_buffer("emb", torch.zeros(size, k, dim))
+        self.register_buffer("width", torch.zeros(size, dtype=torch.long))
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
 
-    def newest(self) -> torch.Tensor:
-        """(k, D): the last pushed embeddings."""
-        return self.emb[(int(self.filled) - 1) % len(self.emb)].clone()
+    def newest(self, k: int) -> torch.Tensor | None:
+        """(k, D): the last pushed embeddings of width k; None when the pool holds none."""
+        for n in range(int(self.filled) - 1, int(self.filled) - 1 - self.members(), -1):
+            slot = n % len(self.emb)
+            if int(self.width[slot]) == k:
+                return self.emb[slot, :k].clone()
+        return None
 
     def push(self, emb: torch.Tensor) -> None:
+        """Store emb (k, D), k at most the pool's k_max, in the oldest slot."""
         slot = int(self.filled) % len(self.emb)
-        self.emb[slot] = emb.to(self.emb)
+        self.emb[slot] = 0
+        self.emb[slot, : len(emb)] = emb.to(self.emb)
+        self.width[slot] = len(emb)
         self.filled += 1
 
     def members(self) -> int:
@@ -177,14 +198,17 @@ class RobustTrainer(AdvUnlearnTrainer):
         super().__init__(pipe, config, dtype, text_encoder_o, banks)
         self.config: RobustConfig = config
         self.x0 = concept_latents(pipe, concept_images)
-        inv = config.inversion
-        self.pool = InversionPool(config.inversion_pool, inv.k, pipe.text_encoder.config.hidden_size)
-        self.inv_slots = build_slots(self.tokenizer, self.prompts, "replace_k", inv.k, config.concepts[0])
+        self.widths = config.inversion_widths or [config.inversion.k]
+        k_max = max(self.widths)
+        self.pool = InversionPool(config.inversion_pool, k_max, pipe.text_encoder.config.hidden_size)
+        concept = config.concepts[0]  # replace_k slots in its place, one set per width
+        self.inv_slots = {k: build_slots(self.tokenizer, self.prompts, "replace_k", k, concept) for k in self.widths}
         self.unnamed_bank: TrajectoryBank | None = None  # cached x_t of the unnamed prompts (`unnamed_xt: unnamed`)
         g = torch.Generator().manual_seed(config.seed * 7 + 4)
-        u = random_token_embeddings(self.pair.text_encoder_o, (len(self.prompts), inv.k), g)
-        with torch.no_grad():  # (P, L, D): each prompt with a random vocabulary token u, original encoder
-            self.unnamed_o = encode_injected(self.pair.text_encoder_o, self.inv_slots, u)
+        u = random_token_embeddings(self.pair.text_encoder_o, (len(self.prompts), k_max), g)
+        width = torch.tensor([self.widths[i % len(self.widths)] for i in range(len(self.prompts))])
+        with torch.no_grad():  # (P, L, D): each prompt with random vocabulary tokens u, original encoder
+            self.unnamed_o = self.injected(torch.arange(len(self.prompts)), u, width, self.pair.text_encoder_o)
         self.removed_bank: TrajectoryBank | None = None  # cached x_t of the prompts without the concept word
         if config.removed_share > 0:
             self.removed_ids = token_ids(self.tokenizer, self.replaced_prompts([""])[0])  # the concept word deleted
@@ -204,20 +228,27 @@ class RobustTrainer(AdvUnlearnTrainer):
         `inversion_restart`-th time, else continuing from the newest v*: a chain of n inversions gives the model an
         attacker with n times the steps, one that tracks the model as it changes."""
         seed = self.config.seed * 1_000_003 + step
-        fresh = int(self.pool.filled) % self.config.inversion_restart == 0
-        start = None if fresh else self.pool.newest()
-        emb, losses = learn(self.pipe, self.x0, self.config.inversion, seed, start=start)
+        n = int(self.pool.filled)
+        k = self.widths[n % len(self.widths)]
+        start = None if n % self.config.inversion_restart == 0 else self.pool.newest(k)
+        inversion = self.config.inversion.model_copy(update={"k": k})
+        emb, losses = learn(self.pipe, self.x0, inversion, seed, start=start)
         self.pool.push(emb)
         self.log["inversion"] = losses[-10:].mean().item()
 
-    def unnamed(self, n: int, g: torch.Generator) -> torch.Tensor:
-        """u (n, k, D): random vocabulary tokens plus N(0, (s * std)^2) with s ~ U(0, unnamed_noise) per row, std
-        the token table's per-dimension std; the noise reaches embeddings between and around real tokens."""
-        k = self.config.inversion.k
+    def unnamed(self, n: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """u (n, k_max, D): random vocabulary tokens plus N(0, (s * std)^2) with s ~ U(0, unnamed_noise) per row, std
+        the token table's per-dimension std; the noise reaches embeddings between and around real tokens. And each
+        row's width (n,), drawn uniformly from the inversion widths (a row uses its first width tokens)."""
+        k = max(self.widths)
         table = token_embedding(self.pair.text_encoder).weight.detach()
         u = random_token_embeddings(self.pair.text_encoder, (n, k), g)
         scale = torch.rand(n, 1, 1, generator=g) * self.config.unnamed_noise
-        return u + scale.to(u) * table.std(0) * torch.randn(u.shape, generator=g).to(u)
+        u = u + scale.to(u) * table.std(0) * torch.randn(u.shape, generator=g).to(u)
+        width = torch.full((n,), k)
+        if len(self.widths) > 1:  # one width draws nothing, leaving g as it was
+            width = torch.tensor(self.widths)[torch.randint(len(self.widths), (n,), generator=g)]
+        return u, width
 
     def build_bank(self) -> None:
         """The concept and retain banks; with `unnamed_xt: unnamed`, also the original model's trajectories on the
@@ -247,19 +278,27 @@ class RobustTrainer(AdvUnlearnTrainer):
         if cfg.inversion_rows == 0:
             return x, t, prompt, ctx
         xe, te, pe = self.sample_xt(cfg.inversion_rows, g)
-        ce = self.injected(pe, self.pool_draw(len(pe), g)).to(ctx)
+        member = self.pool_draw(len(pe), g)
+        ce = self.injected(pe, self.pool.emb[member], self.pool.width[member]).to(ctx)
         cat = torch.cat
         return cat([x, xe.to(x)]), cat([t, te.to(t)]), cat([prompt, pe.to(prompt)]), cat([ctx, ce])
 
     def pool_draw(self, n: int, g: torch.Generator) -> torch.Tensor:
-        """n inversion embeddings (n, k, D) drawn uniformly from the pool's members."""
-        return self.pool.emb[torch.randint(self.pool.members(), (n,), generator=g)]
+        """(n,) pool members drawn uniformly."""
+        return torch.randint(self.pool.members(), (n,), generator=g)
 
-    def injected(self, prompt: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        """The context (n, L, D) of prompts `prompt` (n,) with emb (n, k, D) in the concept word's place, through
-        the current encoder."""
-        slots = Slots(self.inv_slots.ids[prompt], self.inv_slots.positions[prompt], self.inv_slots.mode)
-        return encode_injected(self.pair.text_encoder, slots, emb)
+    def injected(
+        self, prompt: torch.Tensor, emb: torch.Tensor, width: torch.Tensor, encoder: CLIPTextModel | None = None
+    ) -> torch.Tensor:
+        """The context (n, L, D) of prompts `prompt` (n,) with the first width[i] rows of emb[i] (n, k_max, D) in
+        the concept word's place, through `encoder` (default: the current one)."""
+        encoder = encoder or self.pair.text_encoder
+
+        def group(k: int, rows: torch.Tensor) -> torch.Tensor:
+            slots, p = self.inv_slots[k], prompt[rows]
+            return encode_injected(encoder, Slots(slots.ids[p], slots.positions[p], slots.mode), emb[rows, :k])
+
+        return by_width(width, group)
 
     def shared_rows(
         self, x: torch.Tensor, t: torch.Tensor, prompt: torch.Tensor, ctx: torch.Tensor, g: torch.Generator
@@ -279,18 +318,21 @@ class RobustTrainer(AdvUnlearnTrainer):
             ctx[removed.to(ctx.device)] = encode(self.pair.text_encoder, self.removed_ids[pr]).to(ctx)
         if not (inverted.any() or unnamed.any()):
             return x, t, prompt, ctx
-        emb = torch.zeros(len(prompt), cfg.inversion.k, self.pool.emb.shape[-1])
+        emb = torch.zeros(len(prompt), *self.pool.emb.shape[1:])
+        width = torch.zeros(len(prompt), dtype=torch.long)
         if inverted.any():  # an empty draw leaves g as it was, so skipping it changes no other row
-            emb[inverted] = self.pool_draw(int(inverted.sum()), g)
+            member = self.pool_draw(int(inverted.sum()), g)
+            emb[inverted], width[inverted] = self.pool.emb[member], self.pool.width[member]
         if cfg.unnamed_xt == "unnamed" and unnamed.any():
             xu, tu, pu = self.sample_xt(int(unnamed.sum()), g, self.unnamed_bank, self.unnamed_o)
             x, t, prompt = x.clone(), t.clone(), prompt.clone()
             on = unnamed.to(x.device)
             x[on], t[on], prompt[unnamed] = xu.to(x), tu.to(t), pu.to(prompt)
-        emb[unnamed] = self.unnamed(int(unnamed.sum()), g).to(emb)
+        u, u_width = self.unnamed(int(unnamed.sum()), g)
+        emb[unnamed], width[unnamed] = u.to(emb), u_width
         rows = inverted | unnamed
         ctx = ctx.clone()
-        ctx[rows.to(ctx.device)] = self.injected(prompt[rows], emb[rows].to(ctx.device)).to(ctx.dtype)
+        ctx[rows.to(ctx.device)] = self.injected(prompt[rows], emb[rows].to(ctx.device), width[rows]).to(ctx.dtype)
         return x, t, prompt, ctx
 
 
