@@ -190,6 +190,7 @@ def test_shapes_recipes_resolve_to_the_old_defaults(old, method, recipe, flags) 
     new = cfg.model_dump()
     assert new.pop("gradient_checkpointing") is False
     assert new.pop("ema") is None  # added after the freeze; None is the last iterate, as before
+    assert new.pop("attack_widths", []) == []  # added after the freeze; [] is every c* at attack.k, as before
     assert new == old_config(old, method == "advunlearn")
 
 
