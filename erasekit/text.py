@@ -6,6 +6,7 @@ injection (the attacks' way into the text encoder).
     build_slots(tokenizer, prompts, ...)   -> Slots: ids (B, L) with k placeholder tokens, positions (B, k)
     encode_injected(text_encoder, slots, emb (k, D) | (B, k, D)) -> (B, L, D)
     by_width(width (B,), run)              -> run over the rows of each width k, back in row order
+    cycled(widths, n)                      -> n widths, the list taken in turn
 
 Injection modes: `prefix_k` (k new tokens right after BOS), `suffix_k` (k new tokens after the prompt, right before
 EOS), `replace_k` (k new tokens in place of the concept's tokens), `add` (emb is added to the concept tokens' own
@@ -191,6 +192,12 @@ def encode_injected(text_encoder: CLIPTextModel, slots: Slots, emb: torch.Tensor
     """(B, L, D) context of slots.ids with `emb` (k, D) or (B, k, D) injected; differentiable in emb."""
     with injected(text_encoder, slots, emb):
         return encode(text_encoder, slots.ids)
+
+
+def cycled(widths: list[int], n: int) -> list[int]:
+    """n widths, `widths` taken in turn (item i is widths[i mod len]): a pool's members or prompts given each width
+    in equal shares."""
+    return [widths[i % len(widths)] for i in range(n)]
 
 
 def by_width(width: torch.Tensor, run: Callable[[int, torch.Tensor], torch.Tensor]) -> torch.Tensor:

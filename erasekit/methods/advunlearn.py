@@ -35,7 +35,15 @@ from transformers import CLIPTextModel
 from erasekit.attacks.soft import SoftAttackConfig, optimize_embeddings
 from erasekit.diffusion import BankCache
 from erasekit.methods.esd import EraseConfig, EsdTrainer
-from erasekit.text import Slots, build_slots, by_width, check_prompts, encode_injected, random_token_embeddings
+from erasekit.text import (
+    Slots,
+    build_slots,
+    by_width,
+    check_prompts,
+    cycled,
+    encode_injected,
+    random_token_embeddings,
+)
 
 
 class InnerAttackConfig(SoftAttackConfig):
@@ -78,8 +86,7 @@ class AdvUnlearnConfig(EraseConfig):
 
     def widths(self) -> list[int]:
         """The soft prefix's widths, one per pool member."""
-        cycle = self.attack_widths or [self.attack.k]
-        return [cycle[i % len(cycle)] for i in range(self.attack_pool)]
+        return cycled(self.attack_widths or [self.attack.k], self.attack_pool)
 
 
 class AdversarialPrompt(torch.nn.Module):

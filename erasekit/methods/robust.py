@@ -61,6 +61,7 @@ from erasekit.text import (
     Slots,
     build_slots,
     by_width,
+    cycled,
     encode,
     encode_injected,
     random_token_embeddings,
@@ -198,15 +199,17 @@ class RobustTrainer(AdvUnlearnTrainer):
         super().__init__(pipe, config, dtype, text_encoder_o, banks)
         self.config: RobustConfig = config
         self.x0 = concept_latents(pipe, concept_images)
-        self.widths = config.inversion_widths or [config.inversion.k]
-        k_max = max(self.widths)
+        self.inv_widths = config.inversion_widths or [config.inversion.k]
+        k_max = max(self.inv_widths)
         self.pool = InversionPool(config.inversion_pool, k_max, pipe.text_encoder.config.hidden_size)
         concept = config.concepts[0]  # replace_k slots in its place, one set per width
-        self.inv_slots = {k: build_slots(self.tokenizer, self.prompts, "replace_k", k, concept) for k in self.widths}
+        self.inv_slots = {
+            k: build_slots(self.tokenizer, self.prompts, "replace_k", k, concept) for k in self.inv_widths
+        }
         self.unnamed_bank: TrajectoryBank | None = None  # cached x_t of the unnamed prompts (`unnamed_xt: unnamed`)
         g = torch.Generator().manual_seed(config.seed * 7 + 4)
         u = random_token_embeddings(self.pair.text_encoder_o, (len(self.prompts), k_max), g)
-        width = torch.tensor([self.widths[i % len(self.widths)] for i in range(len(self.prompts))])
+        width = torch.tensor(cycled(self.inv_widths, len(self.prompts)))  # (P,): the widths in turn
         with torch.no_grad():  # (P, L, D): each prompt with random vocabulary tokens u, original encoder
             self.unnamed_o = self.injected(torch.arange(len(self.prompts)), u, width, self.pair.text_encoder_o)
         self.removed_bank: TrajectoryBank | None = None  # cached x_t of the prompts without the concept word
@@ -229,7 +232,7 @@ class RobustTrainer(AdvUnlearnTrainer):
         attacker with n times the steps, one that tracks the model as it changes."""
         seed = self.config.seed * 1_000_003 + step
         n = int(self.pool.filled)
-        k = self.widths[n % len(self.widths)]
+        k = self.inv_widths[n % len(self.inv_widths)]
         start = None if n % self.config.inversion_restart == 0 else self.pool.newest(k)
         inversion = self.config.inversion.model_copy(update={"k": k})
         emb, losses = learn(self.pipe, self.x0, inversion, seed, start=start)
@@ -240,14 +243,14 @@ class RobustTrainer(AdvUnlearnTrainer):
         """u (n, k_max, D): random vocabulary tokens plus N(0, (s * std)^2) with s ~ U(0, unnamed_noise) per row, std
         the token table's per-dimension std; the noise reaches embeddings between and around real tokens. And each
         row's width (n,), drawn uniformly from the inversion widths (a row uses its first width tokens)."""
-        k = max(self.widths)
+        k = max(self.inv_widths)
         table = token_embedding(self.pair.text_encoder).weight.detach()
         u = random_token_embeddings(self.pair.text_encoder, (n, k), g)
         scale = torch.rand(n, 1, 1, generator=g) * self.config.unnamed_noise
         u = u + scale.to(u) * table.std(0) * torch.randn(u.shape, generator=g).to(u)
         width = torch.full((n,), k)
-        if len(self.widths) > 1:  # one width draws nothing, leaving g as it was
-            width = torch.tensor(self.widths)[torch.randint(len(self.widths), (n,), generator=g)]
+        if len(self.inv_widths) > 1:  # one width draws nothing, leaving g as it was
+            width = torch.tensor(self.inv_widths)[torch.randint(len(self.inv_widths), (n,), generator=g)]
         return u, width
 
     def build_bank(self) -> None:
