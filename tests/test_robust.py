@@ -164,7 +164,8 @@ def test_unnamed_rows_put_random_embeddings_in_the_concept_word_place():
     domain = domain_for("shapes")
     with pytest.raises(ErasekitError, match="bad RobustConfig: inversion_share"):
         method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_share": 0.8, "unnamed_share": 0.3})
-    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "unnamed_noise": 0.0})
+    one_width = {**TINY, "unnamed_noise": 0.0, "inversion_widths": []}  # u at inversion.k (widths: the test below)
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, one_width)
     pipe = load_pipeline("shapes")
     images = domain.method_inputs("robust", cfg)["concept_images"]
     trainer = RobustTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
@@ -236,11 +237,11 @@ def test_removed_rows_see_the_prompts_without_the_concept_word_on_their_own_traj
 
 def test_inversion_restarts_afresh_every_nth_time_and_else_continues_from_the_newest(monkeypatch):
     domain = domain_for("shapes")
-    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2})
+    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2, "inversion_widths": []})
     pipe = load_pipeline("shapes")
     images = domain.method_inputs("robust", cfg)["concept_images"]
     trainer = RobustTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
-    starts = []
+    starts = []  # one width, so each v* can go on from the one before (several widths: the test below)
 
     def record(pipe, x0, config, seed, start=None):
         starts.append(start)
