@@ -237,7 +237,9 @@ def test_removed_rows_see_the_prompts_without_the_concept_word_on_their_own_traj
 
 def test_inversion_restarts_afresh_every_nth_time_and_else_continues_from_the_newest(monkeypatch):
     domain = domain_for("shapes")
-    cfg, _ = method_config(domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2, "inversion_widths": []})
+    cfg, _ = method_config(
+        domain, "robust", ["circle"], None, None, {**TINY, "inversion_restart": 2, "inversion_widths": []}
+    )
     pipe = load_pipeline("shapes")
     images = domain.method_inputs("robust", cfg)["concept_images"]
     trainer = RobustTrainer(pipe, cfg, load_pipeline("shapes").text_encoder, images)
