@@ -145,6 +145,10 @@ class RobustConfig(AdvUnlearnConfig):
             raise ValueError(f"stage1_soft is not a valid AdvUnlearnConfig ({wrong}): fix those keys") from None
         return self
 
+    def inv_widths(self) -> list[int]:
+        """The widths successive v* take in turn and u rows draw from (`inversion_widths`, else `inversion.k`)."""
+        return self.inversion_widths or [self.inversion.k]
+
 
 def _where(error: dict) -> str:
     """A pydantic error's field path, or its message when the whole model is at fault (e.g. shares above 1)."""
@@ -199,7 +203,7 @@ class RobustTrainer(AdvUnlearnTrainer):
         super().__init__(pipe, config, dtype, text_encoder_o, banks)
         self.config: RobustConfig = config
         self.x0 = concept_latents(pipe, concept_images)
-        self.inv_widths = config.inversion_widths or [config.inversion.k]
+        self.inv_widths = config.inv_widths()
         k_max = max(self.inv_widths)
         self.pool = InversionPool(config.inversion_pool, k_max, pipe.text_encoder.config.hidden_size)
         concept = config.concepts[0]  # replace_k slots in its place, one set per width
