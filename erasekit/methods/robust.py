@@ -71,6 +71,8 @@ from erasekit.text import (
 
 # options every stage takes from the top of the recipe (a stage's own dict may still set one, e.g. its anchor)
 SHARED_OPTIONS = ("concepts", "prompts", "retain_prompts", "anchor", "seed")
+# what the summary keeps of stage 1's own summary
+STAGE_KEYS = ("seconds", "unet_calls", "unet_rows", "unet_calls_per_step", "seconds_per_step", "bank_seconds")
 
 
 class RobustConfig(AdvUnlearnConfig):
@@ -425,7 +427,7 @@ def erase(
     summary = {
         **stage2,
         "component": "text_encoder+unet",
-        "stage1": {k: stage1.get(k) for k in ("seconds", "unet_calls", "unet_rows", "unet_calls_per_step")},
+        "stage1": {k: stage1.get(k) for k in STAGE_KEYS},
         "unet_calls": stage1.get("unet_calls", 0) + stage2["unet_calls"],
         "unet_rows": stage1.get("unet_rows", 0) + stage2["unet_rows"],
         "seconds": round(stage1.get("seconds", 0) + stage2["seconds"], 2),
