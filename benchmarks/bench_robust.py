@@ -5,7 +5,8 @@
 Runs the shipped shapes recipes (`advunlearn`, and `robust`'s two stages) for `--iters` iterations each, every
 iteration with its inner attack on (warm-up 0), and prints UNet calls and seconds per iteration, the one-off setup
 (trajectory banks) and a projection to the recipe's own number of iterations: setup + iterations x s/it. The
-recipes' warm-up iterations skip the attack, so the projection is an upper bound. Robust's stage 2 trains behind the
+projection is an estimate: the recipes' warm-up iterations skip the attack, and the first iterations need not cost
+what a long run's later ones do (the runs' own `seconds` are the measured cost). Robust's stage 2 trains behind the
 encoder its stage 1 just trained here (a few iterations), which changes what it learns, not what an iteration costs.
 Stage 2 learns a new concept inversion every `invert_every` (10) iterations: keep --iters a multiple of it so the
 row pays its share.
