@@ -1,6 +1,6 @@
 """The robust recipe's cost beside AdvUnlearn's, side by side in one run on the shapes world.
 
-    python benchmarks/bench_robust.py [--iters 20] [--concept circle]
+    python benchmarks/bench_robust.py [--iters 20] [--concept circle] [--json docs/bench/robust-cost.json]
 
 Runs the shipped shapes recipes (`advunlearn`, and `robust`'s two stages) for `--iters` iterations each, every
 iteration with its inner attack on (warm-up 0), and prints UNet calls and seconds per iteration, the one-off setup
@@ -9,14 +9,21 @@ projection is an estimate: the recipes' warm-up iterations skip the attack, and 
 what a long run's later ones do (the runs' own `seconds` are the measured cost). Robust's stage 2 trains behind the
 encoder its stage 1 just trained here (a few iterations), which changes what it learns, not what an iteration costs.
 Stage 2 learns a new concept inversion every `invert_every` (10) iterations: keep --iters a multiple of it so the
-row pays its share.
+row pays its share. `--json` writes the table for docs/results.md (`python -m erasekit.bench.docs`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import tempfile
+from pathlib import Path
 
+import torch
+
+from erasekit.bench import commit
+from erasekit.bench.docs import cost_table
 from erasekit.domains import domain_for, method_config, run_method
 from erasekit.pipeline import quiet_libraries
 
@@ -35,31 +42,39 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--concept", default="circle")
+    ap.add_argument("--json", type=Path, help="also write the table here, for docs/results.md")
     args = ap.parse_args()
     quiet_libraries()
-    rows = []
+    summaries = []
     with tempfile.TemporaryDirectory() as out:
         shipped, s = measure("advunlearn", args.concept, args.iters, f"{out}/advunlearn")
-        rows.append(("AdvUnlearn (encoder)", shipped["steps"], s))
+        summaries.append(("AdvUnlearn (encoder)", shipped["steps"], s))
         shipped, s = measure("robust", args.concept, args.iters, f"{out}/robust")
-        rows.append(("Robust stage 1 (encoder)", shipped["stage1"]["steps"], s["stage1"]))
-        rows.append(("Robust stage 2 (UNet)", shipped["steps"], s))
-    print(f"shapes world, concept {args.concept}: {args.iters} iterations per row, inner attacks on every iteration")
-    head = ("", "UNet calls/it", "s/it", "x AdvUnlearn s/it", "setup s", "recipe its", "projected s")
-    print(f"{head[0]:<26} {head[1]:>13} {head[2]:>7} {head[3]:>17} {head[4]:>8} {head[5]:>10} {head[6]:>11}")
-    base = rows[0][2]["seconds_per_step"]
-    total = {"AdvUnlearn": 0.0, "Robust": 0.0}
-    for name, its, s in rows:
-        projected = s["bank_seconds"] + its * s["seconds_per_step"]
-        total[name.split()[0]] += projected
-        print(
-            f"{name:<26} {s['unet_calls_per_step']:>13.1f} {s['seconds_per_step']:>7.2f} "
-            f"{s['seconds_per_step'] / base:>17.2f} {s['bank_seconds']:>8.1f} {its:>10d} {projected:>11.0f}"
-        )
-    ratio = total["Robust"] / total["AdvUnlearn"]
-    print(
-        f"whole recipe, projected: Robust {total['Robust']:.0f} s, AdvUnlearn {total['AdvUnlearn']:.0f} s ({ratio:.1f}x)"
-    )
+        summaries.append(("Robust stage 1 (encoder)", shipped["stage1"]["steps"], s["stage1"]))
+        summaries.append(("Robust stage 2 (UNet)", shipped["steps"], s))
+    keys = ("unet_calls_per_step", "seconds_per_step", "bank_seconds")
+    rows = {
+        name: {
+            **{k: s[k] for k in keys},
+            "recipe_iterations": its,
+            "projected_seconds": s["bank_seconds"] + its * s["seconds_per_step"],
+        }
+        for name, its, s in summaries
+    }
+    payload = {
+        "kind": "cost",
+        "commit": commit(),
+        "model": "shapes",
+        "concept": args.concept,
+        "iterations": args.iters,
+        "cpus": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "rows": rows,
+    }
+    print(cost_table(payload))
+    if args.json:
+        args.json.write_text(json.dumps(payload, indent=1))
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -175,6 +175,24 @@ def test_results_page_is_generated_from_bench_json(tmp_path: Path) -> None:
     assert "| AdvUnlearn | 2.0% | 10.0% |" in page  # the figure comes from the JSON, formatted once
 
 
+def test_results_page_renders_a_cost_file(tmp_path: Path) -> None:
+    from erasekit.bench.docs import main as docs_main
+
+    def row(calls: float, s_it: float, setup: float, its: int) -> dict:
+        keys = ("unet_calls_per_step", "seconds_per_step", "bank_seconds", "recipe_iterations", "projected_seconds")
+        return dict(zip(keys, (calls, s_it, setup, its, setup + its * s_it), strict=True))
+
+    rows = {"AdvUnlearn (encoder)": row(12, 0.5, 5, 500), "Robust stage 1": row(23, 1.0, 10, 500)}
+    rows["Robust stage 2"] = row(45, 2.0, 0, 400)
+    payload = {"kind": "cost", "commit": "abc1234", "model": "shapes", "concept": "circle", "iterations": 20}
+    (tmp_path / "cost.json").write_text(json.dumps({**payload, "cpus": 2, "threads": 2, "rows": rows}))
+    docs_main([str(tmp_path / "cost.json"), "-o", str(tmp_path / "results.md")])
+    page = (tmp_path / "results.md").read_text()
+    assert "## cost" in page and "`abc1234`" in page
+    assert "| Robust stage 2 | 45.0 | 2.00 | 4.00x | 0.0 | 400 | 800 |" in page  # relative to the first row
+    assert "AdvUnlearn 255 s (1.0x), Robust 1310 s (5.1x)" in page  # 5 + 250 against 10 + 500 + 800
+
+
 def test_code_hash_follows_the_code_not_its_docstrings(tmp_path: Path) -> None:
     (tmp_path / "m.py").write_text('"""A module."""\n\ndef f(x):\n    """Twice x."""\n    return 2 * x  # doubled\n')
     before = bench.code_sha256(tmp_path)
