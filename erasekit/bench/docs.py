@@ -65,7 +65,7 @@ def cost_section(payload: dict, name: str) -> str:
     head = (
         f"Commit `{payload.get('commit') or 'unknown'}`; concept `{payload['concept']}` on `{payload['model']}`; the "
         f"shipped recipes, {payload['iterations']} iterations per row with the inner attack on every iteration, one "
-        f"after another in one process ({payload['threads']} threads, {payload['cpus']} cores); projected s = setup + "
+        f"after another in one process (torch threads: {payload['threads']}, cores: {payload['cpus']}); projected s = setup + "
         "recipe iterations x s/it, an estimate (warm-up iterations skip the attack)."
     )
     return "\n".join([f"## {name}", "", head, "", cost_table(payload)]) + "\n"
