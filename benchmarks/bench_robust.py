@@ -53,14 +53,7 @@ def main() -> None:
         summaries.append(("Robust stage 1 (encoder)", shipped["stage1"]["steps"], s["stage1"]))
         summaries.append(("Robust stage 2 (UNet)", shipped["steps"], s))
     keys = ("unet_calls_per_step", "seconds_per_step", "bank_seconds")
-    rows = {
-        name: {
-            **{k: s[k] for k in keys},
-            "recipe_iterations": its,
-            "projected_seconds": s["bank_seconds"] + its * s["seconds_per_step"],
-        }
-        for name, its, s in summaries
-    }
+    rows = {name: {**{k: s[k] for k in keys}, "recipe_iterations": its} for name, its, s in summaries}
     payload = {
         "kind": "cost",
         "commit": commit(),

@@ -39,7 +39,8 @@ def section(payload: dict, name: str) -> str:
 def cost_table(payload: dict) -> str:
     """A cost file (`benchmarks/bench_robust.py --json`) as Markdown: per row (a method or one of its stages) UNet calls
     and seconds per iteration, seconds per iteration relative to the first row, setup seconds and the projection to
-    the recipe's iterations; then each method's projected total (rows grouped by their first word)."""
+    the recipe's iterations (setup + iterations x s/it); then each method's projected total (rows grouped by their
+    first word)."""
     rows = payload["rows"]
     base = next(iter(rows.values()))["seconds_per_step"]
     lines = [
@@ -48,13 +49,14 @@ def cost_table(payload: dict) -> str:
     ]
     totals: dict[str, float] = {}
     for name, r in rows.items():
+        projected = r["bank_seconds"] + r["recipe_iterations"] * r["seconds_per_step"]
         lines.append(
             f"| {name} | {r['unet_calls_per_step']:.1f} | {r['seconds_per_step']:.2f} | "
             f"{r['seconds_per_step'] / base:.2f}x | {r['bank_seconds']:.1f} | {r['recipe_iterations']} | "
-            f"{r['projected_seconds']:.0f} |"
+            f"{projected:.0f} |"
         )
         method = name.split()[0]
-        totals[method] = totals.get(method, 0.0) + r["projected_seconds"]
+        totals[method] = totals.get(method, 0.0) + projected
     first = next(iter(totals.values()))
     whole = ", ".join(f"{m} {t:.0f} s ({t / first:.1f}x)" for m, t in totals.items())
     return "\n".join([*lines, "", f"Whole recipe, projected: {whole}."])
