@@ -13,6 +13,7 @@ import yaml
 from cli_runner import erasekit
 from PIL import Image
 
+from erasekit.bench import ROWS, BenchConfig
 from erasekit.config import (
     config_hash,
     deep_merge,
@@ -151,10 +152,18 @@ def test_recipes_command_lists_and_prints_the_shipped_recipes(monkeypatch, capsy
 
 @pytest.mark.parametrize("path", sorted(RECIPES.glob("*/*.yaml")), ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_every_recipe_validates_and_writes_every_option_out(path: Path) -> None:
-    kind = path.stem.split("-")[0]  # <method>[-variant].yaml, or evaluate.yaml
-    assert kind in (*METHODS, "evaluate")
-    cls = EvalConfig if kind == "evaluate" else load_method(kind)[1]
+    kind = path.stem.split("-")[0]  # <method>[-variant].yaml, evaluate.yaml or bench-<variant>.yaml
+    assert kind in (*METHODS, "evaluate", "bench")
     recipe = read_yaml(path)
+    if kind == "bench":  # every row's options validate against the row's own method recipe
+        bench_cfg = resolve(BenchConfig, recipe)
+        assert set(recipe) == set(BenchConfig.model_fields) and set(bench_cfg.methods) <= set(bench_cfg.rows)
+        resolve(EvalConfig, read_yaml(path.parent / "evaluate.yaml"), bench_cfg.evaluation)
+        for row, options in bench_cfg.methods.items():  # as the bench resolves a row's config (train_row)
+            method, name = ROWS[row]
+            method_config(domain_for("shapes"), method, ["circle"], name, None, options)
+        return
+    cls = EvalConfig if kind == "evaluate" else load_method(kind)[1]
     if kind == "evaluate":
         cfg = resolve(EvalConfig, recipe)
         assert cfg.sample_steps == recipe["sample_steps"]

@@ -32,7 +32,7 @@ from rich.console import Console
 from safetensors.torch import load_file, save_file
 
 from erasekit.attacks import ATTACKS
-from erasekit.config import config_hash
+from erasekit.config import config_hash, load_recipe, resolve
 from erasekit.domains import domain_for, eval_config, method_config, run_evaluation, run_method
 from erasekit.errors import ErasekitError
 from erasekit.eval.distributed import finish, is_main_process, world_size
@@ -81,29 +81,11 @@ class BenchConfig(BaseModel):
 
 
 def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
-    """A few-minute table for `make demo`: the original model, AdvUnlearn, ItD and Robust (the rows the robustness
-    table is about; ESD is in the full bench) with short schedules, small sets and short attacks, two rows at a time
-    where there are two cores."""
-    return BenchConfig(
-        concept=concept,
-        seed=seed,
-        jobs=min(2, os.cpu_count() or 1),
-        rows=["Original", "AdvUnlearn", "ItD", "Robust"],
-        methods={
-            "AdvUnlearn": {"steps": 40, "warmup": 8, "cache_size": 16}, "ItD": {"steps": 1000},
-            "Robust": {
-                "steps": 20, "cache_size": 16, "invert_every": 10, "inversion": {"steps": 60},
-                "stage1": {"steps": 40, "warmup": 8, "cache_size": 16},
-            },
-        },
-        evaluation={
-            "n_target": 20, "n_retain": 20, "n_world": 40, "attack_prompts": 5, "attacks": list(ATTACKS),
-            "attack_options": {
-                "soft": {"steps": 25}, "token": {"steps": 25}, "inversion": {"steps": 60},
-                "ring_a_bell": {"generations": 10},
-            },
-        },
-    )  # fmt: skip
+    """A few-minute table for `make demo`: the shipped `shapes/bench-quick` recipe (the robustness table's rows on
+    short schedules, small sets and short attacks), two rows at a time where there are two cores."""
+    recipe = load_recipe("shapes/bench-quick")
+    jobs = min(recipe["jobs"], os.cpu_count() or 1)
+    return resolve(BenchConfig, recipe, {"concept": concept, "seed": seed, "jobs": jobs})
 
 
 def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: dict | None = None) -> dict:

@@ -25,7 +25,9 @@ def bench(
     output: Annotated[
         Path, typer.Option("-o", "--output", help="Folder for artifacts, bench.json, report.html.")
     ] = Path("out/bench"),
-    quick: Annotated[bool, typer.Option("--quick", help="Short schedules and small sets (the demo's table).")] = False,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="The demo's table: recipe shapes/bench-quick (short schedules, small sets).")
+    ] = False,
     jobs: Annotated[
         int | None, typer.Option("--jobs", min=1, help="Rows trained and evaluated side by side in N processes.")
     ] = None,
