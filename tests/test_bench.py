@@ -13,6 +13,7 @@ from cli_runner import erasekit
 import erasekit.bench as bench
 from erasekit.attacks import ATTACKS
 from erasekit.bench import SUMMARY, BenchConfig, demo_config, train_row
+from erasekit.bench.docs import section
 from erasekit.config import config_hash
 from erasekit.domains import domain_for, method_config
 from erasekit.errors import ErasekitError
@@ -173,6 +174,27 @@ def test_results_page_is_generated_from_bench_json(tmp_path: Path) -> None:
     page = (tmp_path / "results.md").read_text()
     assert "`abc1234`" in page and "one prompt = 2 points" in page
     assert "| AdvUnlearn | 2.0% | 10.0% |" in page  # the figure comes from the JSON, formatted once
+
+
+def test_rows_trained_with_an_earlier_recipe_are_named_with_the_options_that_differ() -> None:
+    def stored(method: str, recipe: str, **changed) -> dict:  # an artifact's info as the methods write it
+        config, _ = method_config(domain_for("shapes"), method, ["circle"], recipe, None, {"seed": 0})
+        return {"method": method, "config": json.loads(json.dumps({**config.model_dump(), **changed}, default=str))}
+
+    def row(**parts: dict) -> dict:
+        sets = {"prompt_sets": {"target": {"rows": 50}}, "sampler": {"scheduler": "DDIM", "steps": 25, "guidance": 5}}
+        return {"protocol": {**sets, "model": {"parts": {k: {"info": v} for k, v in parts.items()}}}, "metrics": {}}
+
+    older = stored("advunlearn", "shapes/advunlearn", steps=7)
+    older["config"].pop("attack_widths")  # an option added later, at its default: no change
+    rows = {"Original": row(), "ESD": row(unet=stored("esd", "shapes/esd-paper"))}
+    rows["AdvUnlearn"] = row(text_encoder=older)
+    rows["ItD+AdvUnlearn"] = row(text_encoder=older, patch=stored("itd", "shapes/itd", gone_option=1))
+    payload = {"config": {"model": "shapes", "concept": "circle", "seed": 0, "methods": {}}, "rows": rows}
+    assert bench.recipe_changes(payload) == {
+        "AdvUnlearn": ["steps"], "ItD+AdvUnlearn": ["AdvUnlearn: steps", "gone_option"]
+    }  # fmt: skip
+    assert "so these rows' figures are that recipe's: AdvUnlearn (steps); ItD+AdvUnlearn (" in section(payload, "x")
 
 
 def test_results_page_renders_a_cost_file(tmp_path: Path) -> None:

@@ -88,6 +88,45 @@ def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
     return resolve(BenchConfig, recipe, {"concept": concept, "seed": seed, "jobs": jobs})
 
 
+def option_changes(stored: dict, now: BaseModel) -> list[str]:
+    """The options in which a config stored in an artifact (`stored`, its JSON form) differs from `now`: options whose
+    values differ, options no longer in the class, and options the stored config lacks whose value in `now` is not
+    the class default (an option is added with the earlier behaviour as its default, so a lacking one at its default
+    is no change)."""
+    fields = type(now).model_fields
+    defaults = now.model_copy(
+        update={k: f.get_default(call_default_factory=True) for k, f in fields.items() if not f.is_required()}
+    )
+    current, default = (json.loads(json.dumps(c.model_dump(), default=str)) for c in (now, defaults))
+    changed = [k for k in fields if current[k] != stored.get(k, default[k])]
+    return changed + sorted(set(stored) - set(fields))
+
+
+def recipe_changes(payload: dict) -> dict[str, list[str]]:
+    """Per trained row of a bench file (`bench.json`), the options in which its artifacts were trained otherwise than
+    the row's shipped recipe resolves to today ("AdvUnlearn: steps" for a part trained in the base row); rows without
+    a change are left out. Such a row's figures are an earlier recipe's."""
+    cfg = payload["config"]
+    changes: dict[str, list[str]] = {}
+    for row, result in payload["rows"].items():
+        if ROWS.get(row) is None:
+            continue
+        names: list[str] = []
+        for part in result["protocol"].get("model", {}).get("parts", {}).values():
+            info = part.get("info", {})
+            source = row if info.get("method") == ROWS[row][0] else BASES.get(row)
+            if "config" not in info or ROWS.get(source) is None:
+                continue
+            method, recipe = ROWS[source]
+            options = {"seed": cfg["seed"], **cfg.get("methods", {}).get(source, {})}
+            now, _ = method_config(domain_for(cfg["model"]), method, [cfg["concept"]], recipe, None, options)
+            prefix = "" if source == row else f"{source}: "
+            names += [prefix + k for k in option_changes(info["config"], now) if prefix + k not in names]
+        if names:
+            changes[row] = names
+    return changes
+
+
 def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: dict | None = None) -> dict:
     """Train the row's artifact into `folder` unless the same config (on the same base row's artifact, when the row
     has one: `base` is that row's summary) already finished there; its summary."""

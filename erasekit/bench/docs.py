@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from erasekit.bench import recipe_changes
 from erasekit.eval.harness import EvalResult
 from erasekit.eval.report import markdown_table
 
@@ -33,6 +34,12 @@ def section(payload: dict, name: str) -> str:
         + (f"; attacks on {n_att} prompts (one prompt = {100 / n_att:.0f} points)" if n_att else "")
         + "."
     )
+    changes = recipe_changes(payload)
+    if changes:
+        lines.append(
+            "\nTrained with an earlier recipe than the shipped one (the options that differ), so these rows' figures "
+            "are that recipe's: " + "; ".join(f"{row} ({', '.join(names)})" for row, names in changes.items()) + "."
+        )
     return "\n".join([*lines, "", markdown_table(rows)]) + "\n"
 
 
