@@ -10,17 +10,15 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from erasekit.bench import bench_report, demo_config, report_path
+from erasekit.generation import generate
+from erasekit.imaging import save_grid
+from erasekit.pipeline import load_pipeline, quiet_libraries
+from erasekit.world.render import COLOUR_NAMES, SHAPES
+
 
 def main(out: Path = Path("out/demo"), concept: str = "circle") -> None:
-    from erasekit.pipeline import quiet_libraries
-
     quiet_libraries()
-    from erasekit.bench import bench_report, demo_config, report_path
-    from erasekit.generation import generate
-    from erasekit.imaging import save_grid
-    from erasekit.pipeline import load_pipeline
-    from erasekit.world.render import COLOUR_NAMES, SHAPES
-
     print(f"erasekit demo: erase '{concept}' -> attack -> evaluate; HTML report: {report_path(out).resolve()}")
     t0 = time.perf_counter()
     pipe = load_pipeline("shapes")
