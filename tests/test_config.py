@@ -13,7 +13,7 @@ import yaml
 from cli_runner import erasekit
 from PIL import Image
 
-from erasekit.bench import ROWS, BenchConfig
+from erasekit.bench import BenchConfig, row_config
 from erasekit.config import (
     config_hash,
     deep_merge,
@@ -159,9 +159,8 @@ def test_every_recipe_validates_and_writes_every_option_out(path: Path) -> None:
         bench_cfg = resolve(BenchConfig, recipe)
         assert set(recipe) == set(BenchConfig.model_fields) and set(bench_cfg.methods) <= set(bench_cfg.rows)
         resolve(EvalConfig, read_yaml(path.parent / "evaluate.yaml"), bench_cfg.evaluation)
-        for row, options in bench_cfg.methods.items():  # as the bench resolves a row's config (train_row)
-            method, name = ROWS[row]
-            method_config(domain_for("shapes"), method, ["circle"], name, None, options)
+        for row in bench_cfg.methods:  # as the bench resolves a row's config
+            row_config(bench_cfg, row)
         return
     cls = EvalConfig if kind == "evaluate" else load_method(kind)[1]
     if kind == "evaluate":

@@ -88,6 +88,14 @@ def demo_config(concept: str = "circle", seed: int = 0) -> BenchConfig:
     return resolve(BenchConfig, recipe, {"concept": concept, "seed": seed, "jobs": jobs})
 
 
+def row_config(cfg: BenchConfig, row: str) -> BaseModel:
+    """The method config a trained row resolves to: its shipped recipe (`ROWS`), the bench seed and the row's options."""
+    method, recipe = ROWS[row]
+    options = {"seed": cfg.seed, **cfg.methods.get(row, {})}
+    config, _ = method_config(domain_for(cfg.model), method, [cfg.concept], recipe, None, options)
+    return config
+
+
 def option_changes(stored: dict, now: BaseModel) -> list[str]:
     """The options in which a config stored in an artifact (`stored`, its JSON form) differs from `now`: options whose
     values differ, options no longer in the class, and options the stored config lacks whose value in `now` is not
@@ -106,7 +114,7 @@ def recipe_changes(payload: dict) -> dict[str, list[str]]:
     """Per trained row of a bench file (`bench.json`), the options in which its artifacts were trained otherwise than
     the row's shipped recipe resolves to today ("AdvUnlearn: steps" for a part trained in the base row); rows without
     a change are left out. Such a row's figures are an earlier recipe's."""
-    cfg = payload["config"]
+    cfg = BenchConfig.model_validate(payload["config"])
     changes: dict[str, list[str]] = {}
     for row, result in payload["rows"].items():
         if ROWS.get(row) is None:
@@ -117,9 +125,7 @@ def recipe_changes(payload: dict) -> dict[str, list[str]]:
             source = row if info.get("method") == ROWS[row][0] else BASES.get(row)
             if "config" not in info or ROWS.get(source) is None:
                 continue
-            method, recipe = ROWS[source]
-            options = {"seed": cfg["seed"], **cfg.get("methods", {}).get(source, {})}
-            now, _ = method_config(domain_for(cfg["model"]), method, [cfg["concept"]], recipe, None, options)
+            now = row_config(cfg, source)
             prefix = "" if source == row else f"{source}: "
             names += [prefix + k for k in option_changes(info["config"], now) if prefix + k not in names]
         if names:
@@ -131,9 +137,7 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: di
     """Train the row's artifact into `folder` unless the same config (on the same base row's artifact, when the row
     has one: `base` is that row's summary) already finished there; its summary."""
     method, recipe = ROWS[row]
-    domain = domain_for(cfg.model)
-    options = {"seed": cfg.seed, **cfg.methods.get(row, {})}
-    config, _ = method_config(domain, method, [cfg.concept], recipe, None, options)
+    config = row_config(cfg, row)
     digest = config_hash(config)
     base_digest = base.get("config_sha256") if base else None
     summary_file = folder / SUMMARY
@@ -147,7 +151,7 @@ def train_row(row: str, cfg: BenchConfig, folder: Path, progress: bool, base: di
         return {**done, "reused": True}
     t0 = time.perf_counter()
     text_encoder = str(folder.parent / BASES[row] / "text_encoder") if row in BASES else None
-    summary = run_method(domain, method, config, folder, text_encoder=text_encoder, progress=progress)
+    summary = run_method(domain_for(cfg.model), method, config, folder, text_encoder=text_encoder, progress=progress)
     summary = {
         **summary,
         "recipe": recipe,
