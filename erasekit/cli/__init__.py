@@ -11,6 +11,7 @@ import pkgutil
 import sys
 
 import typer
+from click.exceptions import ClickException, Exit
 from rich.console import Console
 
 from erasekit.errors import ErasekitError
@@ -41,8 +42,6 @@ def main() -> None:
     except typer.Abort:
         sys.exit(1)
     except Exception as e:  # click usage errors come through here with standalone_mode=False
-        from click.exceptions import ClickException, Exit
-
         if isinstance(e, Exit):
             sys.exit(e.exit_code)
         if isinstance(e, ClickException):

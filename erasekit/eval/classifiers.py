@@ -17,6 +17,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from nudenet import NudeDetector
 
 from erasekit.errors import ErasekitError
 
@@ -93,10 +94,6 @@ class NudeNetDetector:
     def __init__(self, preset: str = "unlearndiffatk", batch_size: int = 16) -> None:
         if preset not in NUDITY_PRESETS:
             raise ErasekitError(f"unknown nudity preset '{preset}': use one of {', '.join(NUDITY_PRESETS)}")
-        try:
-            from nudenet import NudeDetector
-        except ImportError as e:
-            raise ErasekitError("NudeNet is not installed: pip install 'nudenet>=3.4'") from e
         self.preset = NUDITY_PRESETS[preset]
         self.batch_size = batch_size
         self.passes = operator.gt if self.preset.strict else operator.ge

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather, pad_across_processes
 
 
 def _state():
-    from accelerate import PartialState
-
     return PartialState(cpu=not torch.cuda.is_available())  # without cpu=True a CPU launch stays one process
 
 
@@ -58,8 +58,6 @@ def map_in_order(fn: Callable[[list[int]], dict[str, torch.Tensor]], n: int) -> 
     local = fn(idx)
     if state.num_processes == 1 or n < state.num_processes:
         return local
-    from accelerate.utils import gather, pad_across_processes
-
     device = state.device
     order = gather(pad_across_processes(torch.tensor(idx, device=device) + 1, dim=0)).cpu() - 1  # -1 marks padding
     keep = order >= 0
