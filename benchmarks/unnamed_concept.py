@@ -2,11 +2,12 @@
 package's attacks (nothing is optimised). An inversion attack only has to beat this floor.
 
     python benchmarks/unnamed_concept.py ARTIFACT [ARTIFACT ...] [--model shapes] [--concept circle]
-        [--words ball ring round disc dot oval] [--random 3] [--n 50]
+        [--words ball ring round disc dot oval] [--random 3] [--width 1] [--n 50]
 
 For each artifact (or `original`), on the domain's held-out target prompts with their seeds, the detector's
 concept rate when the concept's word is: kept; removed; replaced by each of `--words` (related real words); replaced
-by a random vocabulary token's embedding (`--random` draws, the inversion attack's starting point); and for the
+by `--width` random vocabulary tokens' embeddings (`--random` draws, the inversion attack's starting point at
+`--set inversion.k=WIDTH`); and for the
 empty prompt (the sampler's unconditional branch). Prints a Markdown table and its JSON.
 """
 
@@ -27,7 +28,7 @@ from erasekit.pipeline import load_pipeline
 from erasekit.text import random_token_embeddings
 
 
-def rates(pipe, plan, concept: str, words: list[str], draws: int) -> dict[str, float]:
+def rates(pipe, plan, concept: str, words: list[str], draws: int, width: int) -> dict[str, float]:
     """{variant: concept rate} over the plan's target set."""
     ps = plan.sets["target"]
     prompts, seeds = ps.prompts, ps.seeds
@@ -41,9 +42,9 @@ def rates(pipe, plan, concept: str, words: list[str], draws: int) -> dict[str, f
     modes = [placement(pipe.tokenizer, p, concept) for p in prompts]
     sampling = Sampling(25, 5.0, 50)
     for r in range(draws):
-        emb = random_token_embeddings(pipe.text_encoder, (1,), torch.Generator().manual_seed(r))
+        emb = random_token_embeddings(pipe.text_encoder, (width,), torch.Generator().manual_seed(r))
         images = draw_embedded(pipe, prompts, seeds, [emb] * len(prompts), modes, concept, sampling)
-        out[f"random token {r}"] = plan.detector(images).float().mean().item()
+        out[f"random token{'s' * (width > 1)} {r}"] = plan.detector(images).float().mean().item()
     out["empty prompt"] = rate([""] * len(prompts))
     return out
 
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--concept", default="circle")
     ap.add_argument("--words", nargs="*", default=["ball", "ring", "round", "disc", "dot", "oval"])
     ap.add_argument("--random", type=int, default=3)
+    ap.add_argument("--width", type=int, default=1, help="random tokens per draw, in the word's place")
     ap.add_argument("--n", type=int, default=50)
     args = ap.parse_args()
     domain = domain_for(args.model)
@@ -63,7 +65,7 @@ def main() -> None:
     table = {}
     for art in args.artifacts:
         pipe = original if art == "original" else load_erased(args.model, erased_parts(art))
-        table[art] = rates(pipe, plan, args.concept, args.words, args.random)
+        table[art] = rates(pipe, plan, args.concept, args.words, args.random, args.width)
     variants = list(next(iter(table.values())))
     print(
         f"concept rate of '{args.concept}' on {args.n} held-out prompts ({args.model}); one prompt = {100 / args.n:g} points"
