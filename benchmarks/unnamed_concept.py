@@ -6,9 +6,9 @@ package's attacks (nothing is optimised). An inversion attack only has to beat t
 
 For each artifact (or `original`), on the domain's held-out target prompts with their seeds, the detector's
 concept rate when the concept's word is: kept; removed; replaced by each of `--words` (related real words); replaced
-by `--width` random vocabulary tokens' embeddings (`--random` draws, the inversion attack's starting point at
-`--set inversion.k=WIDTH`); and for the
-empty prompt (the sampler's unconditional branch). Prints a Markdown table and its JSON.
+by `--width` random vocabulary tokens' embeddings (`--random` draws, the starting point of the inversion attack at
+`--set inversion.k=WIDTH`); and for the empty prompt (the sampler's unconditional branch). Prints a Markdown table
+and its JSON.
 """
 
 from __future__ import annotations
